@@ -1,0 +1,22 @@
+"""hoiclip-lightning: HOICLIP human-object interaction detection as a PyTorch Lightning library."""
+
+from .errors import AnnotationError, CheckpointError, ConfigurationError, DatasetNotFoundError, HOICLIPError
+from .structures import HOIBatch, HOIGroundTruth, HOIOutputs, HOIPrediction, HOITarget
+from .vocabulary import HOIVocabulary
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AnnotationError",
+    "CheckpointError",
+    "ConfigurationError",
+    "DatasetNotFoundError",
+    "HOICLIPError",
+    "HOIBatch",
+    "HOIGroundTruth",
+    "HOIOutputs",
+    "HOIPrediction",
+    "HOITarget",
+    "HOIVocabulary",
+    "__version__",
+]

@@ -1,0 +1,152 @@
+"""Typed configuration of the HOICLIP model, its losses and its post-processing.
+
+Defaults are the paper's HICO-DET settings (see ``docs/configuration.md``). Each dataclass is read by
+jsonargparse, so every field is a YAML key, e.g. ``model.init_args.net.num_queries: 64``.
+Quirks of the reference implementation that change the numbers are reproduced by default and each
+has a switch that gives the intended behaviour (fields marked *quirk*).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class HOICLIPConfig:
+    """Architecture of :class:`~hoiclip_lightning.models.HOICLIP`.
+
+    Attributes:
+        backbone: torchvision ResNet depth (frozen batch norm; stem and layer1 frozen).
+        train_backbone: train ResNet layer2-4 (at ``lr_backbone``); False freezes the whole ResNet.
+        hidden_dim: DETR width d.
+        nheads: attention heads of the DETR encoder and instance decoder.
+        dim_feedforward: FFN width of the DETR layers and of the interaction decoder.
+        dropout: dropout of every transformer layer.
+        enc_layers: DETR encoder layers.
+        dec_layers: instance-decoder layers.
+        inter_dec_layers: interaction-decoder layers (must equal ``dec_layers`` for auxiliary losses).
+        inter_nheads: heads of the interaction decoder (width W of the CLIP model).
+        num_queries: human-object pair queries Q.
+        detr_checkpoint: path to the public DETR checkpoint (``detr-r50-e632da11.pth``) or to its
+            two-branch conversion; loaded non-strictly after construction. ``None``: random init.
+        clip_model: open_clip model name (``ViT-B-32`` in the paper) or ``hoiclip-tiny`` for tests.
+        clip_pretrained: open_clip pretrained tag (``openai``) or a local weights file; ``None``: random.
+        clip_precision: dtype the frozen CLIP towers run in (the reference runs fp16 on GPU).
+        freeze_clip: keep CLIP frozen (paper); False trains it at ``lr_clip``.
+        clip_retrieval: the interaction decoder cross-attends CLIP's spatial tokens (paper). False is the
+            ablation "w/o CLIP retrieval": only the detector memory is attended.
+        text_init: initialise the HOI and object classifiers from CLIP text embeddings (paper); False
+            initialises them randomly (ablation).
+        verb_adapter: use the verb adapter and the visual-semantic-arithmetic verb classifier (paper).
+        verb_embeddings: ``[C_verb, E]`` verb representation file (``hoiclip verb-embeddings`` output or the
+            official ``verb.pth``); ``None``: derived from text embeddings (mean of HOI prompt minus
+            object prompt per verb), which needs no image pass.
+        verb_weight: weight of the verb term in the HOI logits (0.5 HICO-DET, 0.1 V-COCO).
+        train_verb_classifier: *quirk* the verb classifier is fine-tuned in the reference; False freezes it.
+        frozen_random_bias: *quirk* the text classifiers keep a frozen random bias; False: no bias.
+        shared_fusion_attention: *quirk* the interaction decoder reuses its CLIP cross-attention for the
+            detector memory without padding mask; False gives that branch its own attention and mask.
+        aux_loss: return auxiliary outputs of every decoder layer.
+    """
+
+    backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet50"
+    train_backbone: bool = True
+    hidden_dim: int = 256
+    nheads: int = 8
+    dim_feedforward: int = 2048
+    dropout: float = 0.1
+    enc_layers: int = 6
+    dec_layers: int = 3
+    inter_dec_layers: int = 3
+    inter_nheads: int = 8
+    num_queries: int = 64
+    detr_checkpoint: str | None = None
+    clip_model: str = "ViT-B-32"
+    clip_pretrained: str | None = "openai"
+    clip_precision: Literal["fp32", "fp16", "bf16"] = "fp32"
+    freeze_clip: bool = True
+    clip_retrieval: bool = True
+    text_init: bool = True
+    verb_adapter: bool = True
+    verb_embeddings: str | None = None
+    verb_weight: float = 0.5
+    train_verb_classifier: bool = True
+    frozen_random_bias: bool = True
+    shared_fusion_attention: bool = True
+    aux_loss: bool = True
+
+
+@dataclass
+class LossConfig:
+    """Hungarian matching costs and loss weights (reference defaults).
+
+    Attributes:
+        cost_hoi, cost_obj_class, cost_bbox, cost_giou: matching cost weights.
+        hoi_loss_coef: weight of the focal HOI loss; ``focal_alpha`` its alpha (gamma is 2).
+        obj_loss_coef: weight of the object cross-entropy; ``eos_coef`` the no-object class weight.
+        bbox_loss_coef, giou_loss_coef: weights of the L1 and GIoU box losses (human and object).
+    """
+
+    cost_hoi: float = 1.0
+    cost_obj_class: float = 1.0
+    cost_bbox: float = 2.5
+    cost_giou: float = 1.0
+    hoi_loss_coef: float = 2.0
+    obj_loss_coef: float = 1.0
+    bbox_loss_coef: float = 2.5
+    giou_loss_coef: float = 1.0
+    eos_coef: float = 0.1
+    focal_alpha: float = 0.5
+
+
+@dataclass
+class PostProcessConfig:
+    """Evaluation-time scoring.
+
+    Attributes:
+        topk: triplets kept per image.
+        score_mode: *quirk* ``additive`` ranks by ``sigmoid(hoi) + p_obj**2`` (reference);
+            ``multiplicative`` by ``sigmoid(hoi) * p_obj``.
+        object_score: *quirk* ``sigmoid`` of the object logits (reference) or ``softmax``.
+        use_nms: per-class triplet NMS.
+        nms_threshold, nms_alpha, nms_beta: suppress when ``IoU_h**alpha * IoU_o**beta > threshold``.
+        tfe: training-free enhancement at evaluation.
+        tfe_topk: CLIP's top-k HOI classes per image that get the boost.
+        tfe_weight: weight of the CLIP term.
+        tfe_mode: *quirk* ``reference`` masks before the sigmoid (non-top-k classes get +0.5·weight);
+            ``intended`` adds ``weight·sigmoid(cos)`` to the top-k classes only.
+    """
+
+    topk: int = 100
+    score_mode: Literal["additive", "multiplicative"] = "additive"
+    object_score: Literal["sigmoid", "softmax"] = "sigmoid"
+    use_nms: bool = True
+    nms_threshold: float = 0.7
+    nms_alpha: float = 1.0
+    nms_beta: float = 0.5
+    tfe: bool = True
+    tfe_topk: int = 10
+    tfe_weight: float = 1.0
+    tfe_mode: Literal["reference", "intended"] = "reference"
+
+
+@dataclass
+class OptimizerConfig:
+    """AdamW with three parameter groups and a step schedule (reference defaults).
+
+    Attributes:
+        lr: learning rate of everything but the backbone and CLIP.
+        lr_backbone: learning rate of the ResNet.
+        lr_clip: learning rate of CLIP when it is not frozen.
+        weight_decay: AdamW weight decay (all groups).
+        lr_drop_epochs: epochs at which the learning rate is multiplied by ``lr_drop_gamma``.
+        lr_drop_gamma: factor of each drop.
+    """
+
+    lr: float = 1e-4
+    lr_backbone: float = 1e-5
+    lr_clip: float = 1e-5
+    weight_decay: float = 1e-4
+    lr_drop_epochs: list[int] = field(default_factory=lambda: [60])
+    lr_drop_gamma: float = 0.1

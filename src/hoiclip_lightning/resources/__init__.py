@@ -1,0 +1,1 @@
+"""Built-in data files (vocabularies) shipped with the package."""
