@@ -1,0 +1,22 @@
+"""HOICLIP model parts: plain ``nn.Module`` building blocks plus the LightningModule wrapper."""
+
+from .config import HOICLIPConfig, LossConfig, OptimizerConfig, PostProcessConfig
+from .criterion import SetCriterion
+from .enhancement import training_free_enhancement
+from .hoiclip import HOICLIP
+from .matcher import HungarianMatcher
+from .module import HOICLIPModule
+from .postprocess import HOIPostProcessor
+
+__all__ = [
+    "HOICLIP",
+    "HOICLIPConfig",
+    "HOICLIPModule",
+    "HOIPostProcessor",
+    "HungarianMatcher",
+    "LossConfig",
+    "OptimizerConfig",
+    "PostProcessConfig",
+    "SetCriterion",
+    "training_free_enhancement",
+]

@@ -1,0 +1,143 @@
+"""The ``hoiclip`` command: a LightningCLI plus a few extra subcommands.
+
+Lightning subcommands (model and datamodule from YAML, subclass mode)::
+
+    hoiclip fit --config configs/quickstart.yaml
+    hoiclip test --config configs/quickstart.yaml --ckpt_path runs/quickstart/checkpoints/last.ckpt
+    hoiclip fit --config configs/experiments/hico_det.yaml --print_config
+
+Extra subcommands (each has ``--help``)::
+
+    hoiclip synth --out data/synthetic --seed 0 --num-train 400 --num-test 100
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+
+import torch
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+
+from .data.datamodule import HOIDataModule
+from .models.module import HOICLIPModule
+
+log = logging.getLogger(__name__)
+
+
+def _vocabulary_source(datamodule: HOIDataModule) -> str:
+    return datamodule.vocabulary_source
+
+
+class HOICLIPCLI(LightningCLI):
+    """LightningCLI whose model and datamodule are chosen from YAML (``class_path`` + ``init_args``).
+
+    The datamodule's vocabulary and zero-shot split are linked into the model, so a config states them
+    once, in the ``data`` section. ``test_after_fit: true`` evaluates the best checkpoint on the test
+    split when ``fit`` ends and prints the metric table (the quickstart uses it).
+    """
+
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
+        parser.add_argument("--test_after_fit", type=bool, default=False,
+                            help="after fit, test the best (or last) checkpoint and print the metric table")
+        parser.link_arguments("data", "model.init_args.vocabulary", compute_fn=_vocabulary_source,
+                              apply_on="instantiate")
+        parser.link_arguments("data.init_args.zero_shot", "model.init_args.zero_shot")
+
+    def after_fit(self) -> None:
+        if not self.config.get(self.subcommand, {}).get("test_after_fit", False):
+            return
+        ckpt = "best" if getattr(self.trainer.checkpoint_callback, "best_model_path", "") else None
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
+        self.after_test()
+
+    def after_test(self) -> None:
+        if self.trainer.is_global_zero:
+            table = format_metric_table({k: float(v) for k, v in self.trainer.callback_metrics.items()
+                                         if k.startswith("test/")})
+            if table:
+                sys.stdout.write(table + "\n")
+                sys.stdout.flush()
+
+
+def format_metric_table(metrics: dict[str, float], prefix: str = "test") -> str:
+    """A paper-style table (rows: plain / with training-free enhancement; columns: Full, Rare, Non-rare,
+    then Known-Object and Seen/Unseen when present) from logged metric values."""
+    columns = [("mAP_full", "Full"), ("mAP_rare", "Rare"), ("mAP_non_rare", "Non-rare"),
+               ("mAP_full_ko", "Full KO"), ("mAP_rare_ko", "Rare KO"), ("mAP_non_rare_ko", "Non-rare KO"),
+               ("mAP_unseen", "Unseen"), ("mAP_seen", "Seen"),
+               ("mAP_role_s1", "Role AP S1"), ("mAP_role_s2", "Role AP S2")]
+    rows = []
+    for label, pre in (("HOICLIP", f"{prefix}/"), ("HOICLIP + TFE", f"{prefix}/tfe/")):
+        if any(pre + key in metrics for key, _ in columns):
+            rows.append((label, pre))
+    if not rows:
+        return ""
+    present = [(key, name) for key, name in columns if any(pre + key in metrics for _, pre in rows)]
+    header = f"| {'model':<14} | " + " | ".join(f"{name:>11}" for _, name in present) + " |"
+    sep = "|" + "-" * 16 + "|" + "|".join("-" * 13 for _ in present) + "|"
+    lines = [f"HOI detection mAP ({prefix} split)", header, sep]
+    for label, pre in rows:
+        cells = [f"{metrics[pre + key]:>11.2f}" if pre + key in metrics else f"{'-':>11}" for key, _ in present]
+        lines.append(f"| {label:<14} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------- extra subcommands
+def _synth(argv: list[str]) -> None:
+    from .data.synthetic import generate_synthetic_dataset
+
+    parser = argparse.ArgumentParser(prog="hoiclip synth",
+                                     description="Write the synthetic HOI dataset in the HICO-DET layout.")
+    parser.add_argument("--out", required=True, help="output folder (HICO-DET layout + vocabulary.json)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--num-train", type=int, default=400)
+    parser.add_argument("--num-test", type=int, default=100)
+    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    args = parser.parse_args(argv)
+    from pathlib import Path
+
+    out = Path(args.out)
+    if out.exists() and (out / "vocabulary.json").exists() and not args.overwrite:
+        summary_file = out / "vocabulary.json"
+        sys.stdout.write(f"synthetic dataset already present at {out} ({summary_file.name} found); "
+                         "pass --overwrite to regenerate\n")
+        return
+    summary = generate_synthetic_dataset(out, seed=args.seed, num_train=args.num_train, num_test=args.num_test,
+                                         image_size=args.image_size, overwrite=args.overwrite)
+    sys.stdout.write(f"{summary}\n")
+
+
+EXTRA_SUBCOMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
+    "synth": (_synth, "write the synthetic HOI dataset (HICO-DET layout)"),
+}
+
+
+def main(args: list[str] | None = None) -> None:
+    """Entry point of the ``hoiclip`` console script (``args`` defaults to ``sys.argv[1:]``)."""
+    argv = list(sys.argv[1:] if args is None else args)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if argv and argv[0] in EXTRA_SUBCOMMANDS:
+        EXTRA_SUBCOMMANDS[argv[0]][0](argv[1:])
+        return
+    if not argv or argv[0] in ("-h", "--help"):
+        extra = "\n".join(f"    {name:<18} {doc}" for name, (_, doc) in EXTRA_SUBCOMMANDS.items())
+        sys.stdout.write(f"extra hoiclip subcommands (beside fit/validate/test/predict):\n{extra}\n\n")
+    torch.set_float32_matmul_precision("high")
+    HOICLIPCLI(
+        HOICLIPModule,
+        HOIDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        seed_everything_default=42,
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,
+        args=argv,
+    )
+
+
+if __name__ == "__main__":
+    main()

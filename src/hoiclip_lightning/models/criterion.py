@@ -1,0 +1,257 @@
+"""Set criterion of HOICLIP: Hungarian matching, then focal HOI, object CE and box losses.
+
+Notation: B images, Q pair queries, N ground-truth pairs of one image, M matched pairs of the batch,
+C_obj object classes (the logits have ``C_obj + 1`` slots, the last one "no object"), C_hoi HOI classes.
+
+Per output layer (reference architecture, section 6.2):
+
+* ``loss_hoi_labels``: modified focal loss on all ``B*Q*C_hoi`` sigmoid outputs (unmatched queries have
+  all-zero targets), alpha ``focal_alpha``, gamma 2, probabilities clamped to ``[1e-4, 1 - 1e-4]``,
+  normalised by the number of positive entries of the *local* batch (no normalisation when there are none).
+* ``loss_obj_ce``: cross-entropy over ``C_obj + 1`` classes for all queries, unmatched -> no-object slot,
+  class weight ``eos_coef`` on that slot, PyTorch weighted-mean reduction.
+* ``loss_sub_bbox`` / ``loss_sub_giou``: sum over matched pairs of L1 (4 cxcywh coords) / (1 - GIoU),
+  divided by ``num_interactions`` (GT pairs of the batch, all-reduced and divided by the world size under
+  ``torch.distributed``, clamped to >= 1).
+* ``loss_obj_bbox`` / ``loss_obj_giou``: the same over matched pairs whose target object box exists (not all
+  zeros), divided by ``#existing + 1e-4`` (local count; quirk L2).
+
+Auxiliary layers use the same losses with an independent matching; their keys get ``_0``, ``_1``, ...
+(first decoder layer first). ``loss`` is the weighted sum of every loss term; ``obj_class_error`` and
+``hoi_class_error`` (last layer only) are detached and meant for logging.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import box_convert, generalized_box_iou_loss
+
+from ..errors import ConfigurationError
+from ..structures import HOIOutputs, HOITarget
+from .config import LossConfig
+from .matcher import HungarianMatcher, object_existence
+
+logger = logging.getLogger(__name__)
+
+LOSS_NAMES = ("loss_hoi_labels", "loss_obj_ce", "loss_sub_bbox", "loss_obj_bbox", "loss_sub_giou", "loss_obj_giou")
+_FOCAL_GAMMA = 2.0
+_PROB_CLAMP = 1e-4
+_EXIST_EPS = 1e-4
+
+
+def focal_hoi_loss(logits: Tensor, targets: Tensor, alpha: float = 0.5) -> Tensor:
+    """Modified (CornerNet-style) focal loss with gamma 2.
+
+    Args:
+        logits: ``[..., C]`` HOI logits (cast to fp32).
+        targets: same shape, multi-hot; entries exactly 1 are positives, entries < 1 negatives.
+        alpha: weight of the positive term; negatives get ``1 - alpha``.
+
+    Returns:
+        Scalar ``-(sum_pos a(1-p)^2 log p + sum_neg (1-a) p^2 log(1-p)) / max(N_pos, 1)``: dividing by 1
+        when there is no positive is the reference's "no normalisation" branch, without a host sync.
+    """
+    p = logits.float().sigmoid().clamp(_PROB_CLAMP, 1 - _PROB_CLAMP)
+    targets = targets.float()
+    pos = targets.eq(1).float()
+    neg = targets.lt(1).float()
+    pos_term = alpha * (1 - p).pow(_FOCAL_GAMMA) * p.log() * pos
+    neg_term = (1 - alpha) * p.pow(_FOCAL_GAMMA) * (1 - p).log() * neg
+    num_pos = pos.sum()
+    return -(pos_term.sum() + neg_term.sum()) / num_pos.clamp(min=1)
+
+
+def global_num_interactions(targets: list[HOITarget], device: torch.device) -> Tensor:
+    """Scalar fp32: GT pairs of the batch, averaged over ranks under ``torch.distributed``, clamped >= 1."""
+    num = torch.tensor(float(sum(len(t) for t in targets)), device=device)
+    if dist.is_available() and dist.is_initialized():
+        dist.all_reduce(num)
+        num = num / dist.get_world_size()
+    return num.clamp(min=1)
+
+
+class SetCriterion(nn.Module):
+    """Loss of HOICLIP for the last layer and every auxiliary layer.
+
+    Args:
+        num_obj_classes: C_obj, object classes without the no-object slot (V-COCO: including its
+            "no object" pseudo-class); the no-object slot is index ``num_obj_classes``.
+        config: matching costs and loss weights; ``None`` uses the :class:`LossConfig` defaults.
+        aux_loss: also compute the losses of ``outputs.aux``.
+        matcher: the matcher to use; ``None`` builds a :class:`HungarianMatcher` from ``config``.
+
+    Example:
+        >>> import torch
+        >>> from hoiclip_lightning.structures import HOIOutputs, HOITarget
+        >>> out = HOIOutputs(torch.rand(1, 3, 4) * 0.5 + 0.25, torch.rand(1, 3, 4) * 0.5 + 0.25,
+        ...                  torch.randn(1, 3, 5), torch.randn(1, 3, 6))
+        >>> tgt = HOITarget(torch.tensor([[0.5, 0.5, 0.2, 0.2]]), torch.tensor([[0.4, 0.4, 0.2, 0.2]]),
+        ...                 torch.tensor([1]), torch.zeros(1, 2), torch.eye(6)[:1], 0,
+        ...                 torch.tensor([10, 10]), torch.tensor([10, 10]))
+        >>> losses = SetCriterion(num_obj_classes=4)(out, [tgt])
+        >>> sorted(k for k in losses if k.startswith("loss_"))[:3]
+        ['loss_hoi_labels', 'loss_obj_bbox', 'loss_obj_ce']
+    """
+
+    def __init__(
+        self,
+        num_obj_classes: int,
+        config: LossConfig | None = None,
+        aux_loss: bool = True,
+        matcher: HungarianMatcher | None = None,
+    ) -> None:
+        super().__init__()
+        if num_obj_classes < 1:
+            raise ConfigurationError(f"num_obj_classes must be >= 1, got {num_obj_classes}")
+        config = config if config is not None else LossConfig()
+        if not 0 <= config.focal_alpha <= 1:
+            raise ConfigurationError(f"focal_alpha must be in [0, 1], got {config.focal_alpha}")
+        if config.eos_coef < 0:
+            raise ConfigurationError(f"eos_coef must be >= 0, got {config.eos_coef}")
+        self.num_obj_classes = num_obj_classes
+        self.config = config
+        self.aux_loss = aux_loss
+        self.focal_alpha = config.focal_alpha
+        self.matcher = matcher or HungarianMatcher(
+            cost_hoi=config.cost_hoi,
+            cost_obj_class=config.cost_obj_class,
+            cost_bbox=config.cost_bbox,
+            cost_giou=config.cost_giou,
+        )
+        self.weights: dict[str, float] = {
+            "loss_hoi_labels": config.hoi_loss_coef,
+            "loss_obj_ce": config.obj_loss_coef,
+            "loss_sub_bbox": config.bbox_loss_coef,
+            "loss_obj_bbox": config.bbox_loss_coef,
+            "loss_sub_giou": config.giou_loss_coef,
+            "loss_obj_giou": config.giou_loss_coef,
+        }
+        class_weight = torch.ones(num_obj_classes + 1)
+        class_weight[-1] = config.eos_coef
+        self.register_buffer("obj_class_weight", class_weight, persistent=False)
+
+    # ------------------------------------------------------------------ single layer
+    def layer_losses(
+        self,
+        outputs: HOIOutputs,
+        targets: list[HOITarget],
+        indices: list[tuple[Tensor, Tensor]],
+        num_interactions: Tensor,
+    ) -> dict[str, Tensor]:
+        """The six unweighted losses of one layer (fp32 scalars), given the matching ``indices``."""
+        hoi_logits = outputs.hoi_logits.float()  # [B, Q, C_hoi]
+        obj_logits = outputs.obj_logits.float()  # [B, Q, C_obj + 1]
+        device = hoi_logits.device
+        if obj_logits.shape[-1] != self.num_obj_classes + 1:
+            raise ValueError(
+                f"obj_logits have {obj_logits.shape[-1]} slots, expected num_obj_classes + 1 = "
+                f"{self.num_obj_classes + 1}"
+            )
+        batch_idx = torch.cat([torch.full_like(src, b) for b, (src, _) in enumerate(indices)]).to(device)  # [M]
+        query_idx = torch.cat([src for src, _ in indices]).to(device)  # [M]
+
+        # 1. HOI focal loss: matched queries get their pair's multi-hot target, the others zeros.
+        hoi_target = torch.zeros_like(hoi_logits)
+        if query_idx.numel():
+            hoi_target[batch_idx, query_idx] = torch.cat(
+                [t.hoi_labels.to(device=device, dtype=torch.float32)[j] for t, (_, j) in zip(targets, indices)]
+            )
+        losses = {"loss_hoi_labels": focal_hoi_loss(hoi_logits, hoi_target, self.focal_alpha)}
+
+        # 2. Object cross-entropy: unmatched queries -> the no-object slot.
+        obj_target = torch.full(obj_logits.shape[:2], self.num_obj_classes, dtype=torch.long, device=device)
+        if query_idx.numel():
+            obj_target[batch_idx, query_idx] = torch.cat(
+                [t.obj_labels.to(device=device, dtype=torch.long)[j] for t, (_, j) in zip(targets, indices)]
+            )
+        weight = self.obj_class_weight.to(device=device, dtype=torch.float32)
+        losses["loss_obj_ce"] = F.cross_entropy(obj_logits.transpose(1, 2), obj_target, weight=weight)
+
+        # 3. Boxes of the matched pairs, [M, 4] cxcywh.
+        src_sub = outputs.sub_boxes.float()[batch_idx, query_idx]
+        src_obj = outputs.obj_boxes.float()[batch_idx, query_idx]
+        tgt_sub = torch.cat([t.sub_boxes.to(device=device, dtype=torch.float32)[j] for t, (_, j) in zip(targets, indices)])
+        tgt_obj = torch.cat([t.obj_boxes.to(device=device, dtype=torch.float32)[j] for t, (_, j) in zip(targets, indices)])
+        exists = object_existence(tgt_obj).float()  # [M]
+        num_exists = exists.sum() + _EXIST_EPS
+
+        losses["loss_sub_bbox"] = (src_sub - tgt_sub).abs().sum() / num_interactions
+        losses["loss_obj_bbox"] = ((src_obj - tgt_obj).abs().sum(dim=-1) * exists).sum() / num_exists
+        sub_giou = _giou_loss(src_sub, tgt_sub)  # [M] 1 - GIoU
+        obj_giou = _giou_loss(src_obj, tgt_obj)
+        losses["loss_sub_giou"] = sub_giou.sum() / num_interactions
+        # torch.where, not a product: a missing (all-zero) target box must contribute exactly 0.
+        losses["loss_obj_giou"] = torch.where(exists.bool(), obj_giou, torch.zeros_like(obj_giou)).sum() / num_exists
+        return losses
+
+    @torch.no_grad()
+    def class_errors(
+        self, outputs: HOIOutputs, targets: list[HOITarget], indices: list[tuple[Tensor, Tensor]]
+    ) -> dict[str, Tensor]:
+        """Logging-only errors in percent on matched queries (0 when nothing is matched).
+
+        ``obj_class_error``: 100 - top-1 accuracy of the object class. ``hoi_class_error``: 100 - recall of
+        the positive HOI labels within each matched query's 5 highest-scoring classes (pooled over labels).
+        """
+        device = outputs.hoi_logits.device
+        batch_idx = torch.cat([torch.full_like(src, b) for b, (src, _) in enumerate(indices)]).to(device)
+        query_idx = torch.cat([src for src, _ in indices]).to(device)
+        zero = torch.zeros((), device=device)
+        if query_idx.numel() == 0:
+            return {"obj_class_error": zero, "hoi_class_error": zero.clone()}
+        obj_labels = torch.cat([t.obj_labels.to(device=device, dtype=torch.long)[j] for t, (_, j) in zip(targets, indices)])
+        obj_pred = outputs.obj_logits[batch_idx, query_idx].float().argmax(dim=-1)
+        obj_error = 100.0 - 100.0 * (obj_pred == obj_labels).float().mean()
+
+        hoi_logits = outputs.hoi_logits[batch_idx, query_idx].float()  # [M, C_hoi]
+        hoi_labels = torch.cat([t.hoi_labels.to(device=device, dtype=torch.float32)[j] for t, (_, j) in zip(targets, indices)])
+        k = min(5, hoi_logits.shape[-1])
+        top = torch.zeros_like(hoi_logits).scatter_(1, hoi_logits.topk(k, dim=-1).indices, 1.0)
+        positives = hoi_labels.eq(1).float()
+        hits = (top * positives).sum()
+        hoi_error = torch.where(positives.sum() > 0, 100.0 - 100.0 * hits / positives.sum().clamp(min=1), zero)
+        return {"obj_class_error": obj_error, "hoi_class_error": hoi_error}
+
+    # ------------------------------------------------------------------ all layers
+    def forward(self, outputs: HOIOutputs, targets: list[HOITarget]) -> dict[str, Tensor]:
+        """Losses of the last layer and of the auxiliary layers.
+
+        Args:
+            outputs: ``sub_boxes``/``obj_boxes`` ``[B, Q, 4]`` cxcywh, ``obj_logits`` ``[B, Q, C_obj + 1]``,
+                ``hoi_logits`` ``[B, Q, C_hoi]``; ``aux`` the earlier layers (any float dtype).
+            targets: B targets; ``hoi_labels`` ``[N, C_hoi]`` over the same classes as ``hoi_logits``.
+
+        Returns:
+            fp32 scalars: the six losses (unweighted), the same with suffix ``_i`` per auxiliary layer,
+            ``loss`` (weighted total), ``obj_class_error`` and ``hoi_class_error`` (detached).
+        """
+        device = outputs.hoi_logits.device
+        num_interactions = global_num_interactions(targets, device)
+
+        indices = self.matcher(outputs, targets)
+        losses = self.layer_losses(outputs, targets, indices, num_interactions)
+        total = sum(self.weights[k] * losses[k] for k in LOSS_NAMES)
+        if self.aux_loss and outputs.aux:
+            for i, aux in enumerate(outputs.aux):
+                aux_indices = self.matcher(aux, targets)
+                aux_losses = self.layer_losses(aux, targets, aux_indices, num_interactions)
+                for k in LOSS_NAMES:
+                    losses[f"{k}_{i}"] = aux_losses[k]
+                    total = total + self.weights[k] * aux_losses[k]
+        losses["loss"] = total
+        losses.update(self.class_errors(outputs, targets, indices))
+        return losses
+
+
+def _giou_loss(src_cxcywh: Tensor, tgt_cxcywh: Tensor) -> Tensor:
+    """``[M]`` elementwise ``1 - GIoU`` of two ``[M, 4]`` cxcywh box sets."""
+    if src_cxcywh.shape[0] == 0:
+        return src_cxcywh.sum(dim=-1)
+    return generalized_box_iou_loss(
+        box_convert(src_cxcywh, "cxcywh", "xyxy"), box_convert(tgt_cxcywh, "cxcywh", "xyxy"), reduction="none"
+    )

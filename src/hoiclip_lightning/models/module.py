@@ -1,0 +1,299 @@
+"""HOICLIPModule: the LightningModule that trains and evaluates :class:`HOICLIP`.
+
+It is the one place that joins the model, the matcher/criterion, the post-processor, the training-free
+enhancement and the metrics. Everything is configured by typed arguments (read by LightningCLI):
+
+.. code-block:: yaml
+
+    model:
+      class_path: hoiclip_lightning.models.HOICLIPModule
+      init_args:
+        net: {backbone: resnet50, clip_model: ViT-B-32, clip_pretrained: openai, num_queries: 64}
+        optimizer: {lr: 1.0e-4, lr_backbone: 1.0e-5, lr_drop_epochs: [60]}
+
+``vocabulary`` and ``zero_shot`` are linked from the datamodule by the CLI; from Python pass them
+explicitly (they must match the datamodule's, which is checked at ``setup``).
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.utilities import rank_zero_info
+
+from ..errors import ConfigurationError
+from ..structures import HOIBatch, HOIPrediction
+from ..vocabulary import HOIVocabulary
+from .config import HOICLIPConfig, LossConfig, OptimizerConfig, PostProcessConfig
+
+log = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Raised when the training loss becomes NaN or infinite (the run stops; see ``on_exception``)."""
+
+
+class HOICLIPModule(L.LightningModule):
+    """Train, validate, test and predict with HOICLIP.
+
+    Args:
+        vocabulary: built-in vocabulary name (``hico_det``, ``vcoco``) or a vocabulary JSON path.
+        zero_shot: zero-shot split name of the vocabulary (``default`` = fully supervised).
+        net: architecture (:class:`HOICLIPConfig`).
+        loss: matching costs and loss weights (:class:`LossConfig`).
+        postprocess: evaluation scoring, NMS and training-free enhancement (:class:`PostProcessConfig`).
+        optimizer: AdamW groups and step schedule (:class:`OptimizerConfig`).
+        metric_protocol: ``official`` (HICO-DET MATLAB rules, paper figures) or ``reference``
+            (the reference repository's python evaluator).
+        rare_from_training_file: take the rare split from the training annotation file in use (as the
+            reference does for fractional runs) instead of the vocabulary's fixed rare list.
+        per_class_ap_dir: where test runs write ``per_class_ap.csv`` and the AP-vs-frequency plot;
+            ``None`` uses the trainer's log directory.
+    """
+
+    def __init__(
+        self,
+        vocabulary: str = "hico_det",
+        zero_shot: str = "default",
+        net: HOICLIPConfig | None = None,
+        loss: LossConfig | None = None,
+        postprocess: PostProcessConfig | None = None,
+        optimizer: OptimizerConfig | None = None,
+        metric_protocol: Literal["official", "reference"] = "official",
+        rare_from_training_file: bool = False,
+        per_class_ap_dir: str | None = None,
+    ) -> None:
+        super().__init__()
+        from ..metrics import HICODetMAP
+        from .criterion import SetCriterion
+        from .hoiclip import HOICLIP
+        from .postprocess import HOIPostProcessor
+
+        self.net_config = net or HOICLIPConfig()
+        self.loss_config = loss or LossConfig()
+        self.postprocess_config = postprocess or PostProcessConfig()
+        self.optimizer_config = optimizer or OptimizerConfig()
+        self.save_hyperparameters()
+        self.vocab = HOIVocabulary.resolve(vocabulary)
+        self.zero_shot = zero_shot
+        self.metric_protocol = metric_protocol
+        self.rare_from_training_file = rare_from_training_file
+        self.per_class_ap_dir = per_class_ap_dir
+
+        self.model = HOICLIP(self.vocab, zero_shot=zero_shot, config=self.net_config)
+        self.criterion = SetCriterion(
+            num_obj_classes=self.vocab.num_objects, config=self.loss_config, aux_loss=self.net_config.aux_loss
+        )
+        pp = self.postprocess_config
+        all_ids = list(range(self.vocab.num_hois))
+        self.postprocessor = HOIPostProcessor(
+            hoi_ids=all_ids,
+            hoi_to_object=self.vocab.hoi_to_object(),
+            hoi_to_verb=self.vocab.hoi_to_verb(),
+            topk=pp.topk,
+            score_mode=pp.score_mode,
+            object_score=pp.object_score,
+            use_nms=pp.use_nms,
+            nms_threshold=pp.nms_threshold,
+            nms_alpha=pp.nms_alpha,
+            nms_beta=pp.nms_beta,
+        )
+        self._metric_factory = lambda rare: HICODetMAP(
+            num_hois=self.vocab.num_hois,
+            protocol=metric_protocol,
+            rare_hois=rare,
+            unseen_hois=self.vocab.unseen_hois(zero_shot) or None,
+            hoi_to_object=self.vocab.hoi_to_object().tolist(),
+        )
+        rare = list(self.vocab.rare_hois)
+        self.val_metric = self._metric_factory(rare)
+        self.test_metric = self._metric_factory(rare)
+        self.use_tfe = pp.tfe and self.net_config.clip_model is not None
+        self.val_metric_tfe = self._metric_factory(rare) if self.use_tfe else None
+        self.test_metric_tfe = self._metric_factory(rare) if self.use_tfe else None
+        self.hoi_train_counts: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if dm is None:
+            return
+        dm_vocab = getattr(dm, "vocabulary", None)
+        if dm_vocab is not None and dm_vocab.hois != self.vocab.hois:
+            raise ConfigurationError(
+                f"the datamodule's vocabulary {dm_vocab.name!r} ({dm_vocab.num_hois} HOIs) differs from the model's "
+                f"{self.vocab.name!r} ({self.vocab.num_hois} HOIs); set the same `vocabulary` for data and model"
+            )
+        dm_zero_shot = getattr(dm, "zero_shot", self.zero_shot)
+        if dm_zero_shot != self.zero_shot:
+            raise ConfigurationError(
+                f"the datamodule's zero_shot {dm_zero_shot!r} differs from the model's {self.zero_shot!r}"
+            )
+        counts = getattr(dm, "hoi_train_counts", None)
+        if counts is not None:
+            self.hoi_train_counts = torch.as_tensor(counts)
+        if self.rare_from_training_file:
+            rare = list(getattr(dm, "rare_hoi_ids_from_train", self.vocab.rare_hois))
+            self.val_metric = self._metric_factory(rare)
+            self.test_metric = self._metric_factory(rare)
+            if self.use_tfe:
+                self.val_metric_tfe = self._metric_factory(rare)
+                self.test_metric_tfe = self._metric_factory(rare)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, batch: HOIBatch, all_classes: bool | None = None):
+        return self.model(batch.images, batch.pixel_mask, batch.clip_images, all_classes=all_classes)
+
+    def training_step(self, batch: HOIBatch, batch_idx: int) -> torch.Tensor:
+        outputs = self(batch, all_classes=False)
+        losses = self.criterion(outputs, batch.targets)
+        loss = losses["loss"]
+        if not torch.isfinite(loss):
+            bad = {k: float(v) for k, v in losses.items() if v.numel() == 1 and not torch.isfinite(v)}
+            files = [t.file_name for t in batch.targets]
+            raise NonFiniteLossError(
+                f"non-finite training loss at epoch {self.current_epoch}, step {self.global_step}: {bad}; "
+                f"images in the batch: {files}. The last checkpoint is intact; lower the learning rate or "
+                f"check these images, then resume with --ckpt_path last."
+            )
+        bs = len(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        self.log_dict(
+            {f"train/{k}": v for k, v in losses.items() if k != "loss" and not k[-2:-1] == "_" and v.numel() == 1},
+            batch_size=bs,
+        )
+        return loss
+
+    def _eval_step(self, batch: HOIBatch, metric, metric_tfe) -> list[HOIPrediction]:
+        outputs = self(batch, all_classes=True)
+        orig_sizes = torch.stack([t.orig_size for t in batch.targets]).to(outputs.sub_boxes.device)
+        image_ids = [int(t.image_id) for t in batch.targets]
+        preds = self.postprocessor(outputs, orig_sizes, image_ids)
+        gts = [t.gt for t in batch.targets]
+        if all(g is not None for g in gts):
+            metric.update(preds, gts)
+            if metric_tfe is not None and outputs.clip_logits is not None:
+                from .enhancement import training_free_enhancement
+
+                pp = self.postprocess_config
+                enhanced = training_free_enhancement(
+                    outputs.hoi_logits.float().sigmoid(), outputs.clip_logits.float(), pp.tfe_topk, pp.tfe_weight,
+                    pp.tfe_mode,
+                )
+                metric_tfe.update(self.postprocessor(outputs, orig_sizes, image_ids, hoi_scores=enhanced), gts)
+        return preds
+
+    def validation_step(self, batch: HOIBatch, batch_idx: int) -> None:
+        self._eval_step(batch, self.val_metric, self.val_metric_tfe)
+
+    def test_step(self, batch: HOIBatch, batch_idx: int) -> None:
+        self._eval_step(batch, self.test_metric, self.test_metric_tfe)
+
+    def predict_step(self, batch: HOIBatch, batch_idx: int, dataloader_idx: int = 0) -> list[HOIPrediction]:
+        outputs = self(batch, all_classes=True)
+        orig_sizes = torch.stack([t.orig_size for t in batch.targets]).to(outputs.sub_boxes.device)
+        image_ids = [int(t.image_id) for t in batch.targets]
+        hoi_scores = None
+        pp = self.postprocess_config
+        if self.use_tfe and outputs.clip_logits is not None:
+            from .enhancement import training_free_enhancement
+
+            hoi_scores = training_free_enhancement(
+                outputs.hoi_logits.float().sigmoid(), outputs.clip_logits.float(), pp.tfe_topk, pp.tfe_weight,
+                pp.tfe_mode,
+            )
+        return self.postprocessor(outputs, orig_sizes, image_ids, hoi_scores=hoi_scores)
+
+    # ------------------------------------------------------------------ metric logging
+    def _log_metric(self, metric, prefix: str) -> dict[str, torch.Tensor]:
+        result = metric.compute()
+        scalars = {f"{prefix}/{k}": v for k, v in result.items() if torch.is_tensor(v) and v.numel() == 1}
+        self.log_dict(scalars, sync_dist=False)
+        metric.reset()
+        return result
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metric(self.val_metric, "val")
+        if self.val_metric_tfe is not None:
+            self._log_metric(self.val_metric_tfe, "val/tfe")
+
+    def on_test_epoch_end(self) -> None:
+        result = self._log_metric(self.test_metric, "test")
+        if self.test_metric_tfe is not None:
+            self._log_metric(self.test_metric_tfe, "test/tfe")
+        if self.trainer.is_global_zero and "ap_per_class" in result:
+            self._write_per_class_ap(result["ap_per_class"].detach().cpu())
+
+    def _write_per_class_ap(self, ap: torch.Tensor) -> None:
+        out_dir = Path(self.per_class_ap_dir or (self.trainer.log_dir or "."))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        counts = self.hoi_train_counts
+        path = out_dir / "per_class_ap.csv"
+        rare = set(self.vocab.rare_hois)
+        unseen = set(self.vocab.unseen_hois(self.zero_shot))
+        with path.open("w", newline="") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["hoi_id", "verb", "object", "prompt", "train_instances", "rare", "unseen", "ap"])
+            for c, (v, o) in enumerate(self.vocab.hois):
+                n = int(counts[c]) if counts is not None else ""
+                apc = float(ap[c]) if not math.isnan(float(ap[c])) else ""
+                writer.writerow([c, self.vocab.verbs[v], self.vocab.objects[o], self.vocab.hoi_prompts[c], n,
+                                 int(c in rare), int(c in unseen), apc])
+        rank_zero_info(f"per-class AP written to {path}")
+        if counts is not None:
+            try:
+                self._plot_ap_vs_count(ap, counts, out_dir / "ap_vs_train_instances.png")
+            except Exception as err:  # plotting is a convenience; never fail a test run over it
+                log.warning("could not draw the AP plot: %s", err)
+
+    def _plot_ap_vs_count(self, ap: torch.Tensor, counts: torch.Tensor, path: Path) -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        keep = ~torch.isnan(ap)
+        ax.scatter((counts[keep].float() + 1).numpy(), ap[keep].numpy(), s=8, alpha=0.6)
+        ax.set_xscale("log")
+        ax.set_xlabel("training instances of the class + 1")
+        ax.set_ylabel("AP (%)")
+        ax.set_title("Per-class AP against training frequency")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        for logger in self.loggers:
+            experiment = getattr(logger, "experiment", None)
+            if hasattr(logger, "log_image"):
+                try:
+                    logger.log_image(key="test/ap_vs_train_instances", images=[str(path)])
+                except Exception as err:
+                    log.debug("logger %s could not take the image: %s", type(logger).__name__, err)
+            elif experiment is not None and hasattr(experiment, "add_figure"):
+                pass
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self) -> dict[str, Any]:
+        cfg = self.optimizer_config
+        groups = self.model.param_groups()
+        lrs = {"backbone": cfg.lr_backbone, "clip": cfg.lr_clip, "rest": cfg.lr}
+        param_groups = [
+            {"params": [p for p in params if p.requires_grad], "lr": lrs[name], "name": name}
+            for name, params in groups.items()
+        ]
+        param_groups = [g for g in param_groups if g["params"]]
+        optimizer = torch.optim.AdamW(param_groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=cfg.lr_drop_epochs,
+                                                         gamma=cfg.lr_drop_gamma)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # the vocabulary travels inside the checkpoint, so a checkpoint is usable without the data folder
+        checkpoint["hoiclip_vocabulary"] = self.vocab.to_dict()
