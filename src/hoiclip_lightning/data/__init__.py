@@ -1,0 +1,62 @@
+"""Data: annotation formats, datasets, transforms, subsets, collation and the Lightning datamodule."""
+
+from .collate import collate_hoi, pad_images
+from .datamodule import HOIDataModule
+from .datasets import HOIDataset, load_image
+from .formats import AnnotationSet, ImageRecord, load_annotations, load_verb_object_matrix
+from .subsets import (
+    SubsetStats,
+    count_hoi_instances,
+    rare_hoi_ids,
+    subsample_indices,
+    subsample_records,
+    subset_stats,
+    zero_shot_filter,
+)
+from .transforms import (
+    CLIP_MEAN,
+    CLIP_STD,
+    DETR_SCALES,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ClipTransform,
+    HOIEvalTransform,
+    HOITrainTransform,
+    HorizontalFlip,
+    RandomSizeCrop,
+    ResizeShortSide,
+    resized_size,
+    to_normalized_tensor,
+)
+
+__all__ = [
+    "CLIP_MEAN",
+    "CLIP_STD",
+    "DETR_SCALES",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "AnnotationSet",
+    "ClipTransform",
+    "HOIDataModule",
+    "HOIDataset",
+    "HOIEvalTransform",
+    "HOITrainTransform",
+    "HorizontalFlip",
+    "ImageRecord",
+    "RandomSizeCrop",
+    "ResizeShortSide",
+    "SubsetStats",
+    "collate_hoi",
+    "count_hoi_instances",
+    "load_annotations",
+    "load_image",
+    "load_verb_object_matrix",
+    "pad_images",
+    "rare_hoi_ids",
+    "resized_size",
+    "subsample_indices",
+    "subsample_records",
+    "subset_stats",
+    "to_normalized_tensor",
+    "zero_shot_filter",
+]

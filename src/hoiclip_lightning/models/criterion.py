@@ -29,7 +29,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import box_convert, generalized_box_iou_loss
+from torchvision.ops import box_convert, generalized_box_iou
 
 from ..errors import ConfigurationError
 from ..structures import HOIOutputs, HOITarget
@@ -158,25 +158,21 @@ class SetCriterion(nn.Module):
         # 1. HOI focal loss: matched queries get their pair's multi-hot target, the others zeros.
         hoi_target = torch.zeros_like(hoi_logits)
         if query_idx.numel():
-            hoi_target[batch_idx, query_idx] = torch.cat(
-                [t.hoi_labels.to(device=device, dtype=torch.float32)[j] for t, (_, j) in zip(targets, indices)]
-            )
+            hoi_target[batch_idx, query_idx] = _gather(targets, indices, "hoi_labels", torch.float32, device)
         losses = {"loss_hoi_labels": focal_hoi_loss(hoi_logits, hoi_target, self.focal_alpha)}
 
         # 2. Object cross-entropy: unmatched queries -> the no-object slot.
         obj_target = torch.full(obj_logits.shape[:2], self.num_obj_classes, dtype=torch.long, device=device)
         if query_idx.numel():
-            obj_target[batch_idx, query_idx] = torch.cat(
-                [t.obj_labels.to(device=device, dtype=torch.long)[j] for t, (_, j) in zip(targets, indices)]
-            )
+            obj_target[batch_idx, query_idx] = _gather(targets, indices, "obj_labels", torch.long, device)
         weight = self.obj_class_weight.to(device=device, dtype=torch.float32)
         losses["loss_obj_ce"] = F.cross_entropy(obj_logits.transpose(1, 2), obj_target, weight=weight)
 
         # 3. Boxes of the matched pairs, [M, 4] cxcywh.
         src_sub = outputs.sub_boxes.float()[batch_idx, query_idx]
         src_obj = outputs.obj_boxes.float()[batch_idx, query_idx]
-        tgt_sub = torch.cat([t.sub_boxes.to(device=device, dtype=torch.float32)[j] for t, (_, j) in zip(targets, indices)])
-        tgt_obj = torch.cat([t.obj_boxes.to(device=device, dtype=torch.float32)[j] for t, (_, j) in zip(targets, indices)])
+        tgt_sub = _gather(targets, indices, "sub_boxes", torch.float32, device)
+        tgt_obj = _gather(targets, indices, "obj_boxes", torch.float32, device)
         exists = object_existence(tgt_obj).float()  # [M]
         num_exists = exists.sum() + _EXIST_EPS
 
@@ -204,12 +200,12 @@ class SetCriterion(nn.Module):
         zero = torch.zeros((), device=device)
         if query_idx.numel() == 0:
             return {"obj_class_error": zero, "hoi_class_error": zero.clone()}
-        obj_labels = torch.cat([t.obj_labels.to(device=device, dtype=torch.long)[j] for t, (_, j) in zip(targets, indices)])
+        obj_labels = _gather(targets, indices, "obj_labels", torch.long, device)
         obj_pred = outputs.obj_logits[batch_idx, query_idx].float().argmax(dim=-1)
         obj_error = 100.0 - 100.0 * (obj_pred == obj_labels).float().mean()
 
         hoi_logits = outputs.hoi_logits[batch_idx, query_idx].float()  # [M, C_hoi]
-        hoi_labels = torch.cat([t.hoi_labels.to(device=device, dtype=torch.float32)[j] for t, (_, j) in zip(targets, indices)])
+        hoi_labels = _gather(targets, indices, "hoi_labels", torch.float32, device)
         k = min(5, hoi_logits.shape[-1])
         top = torch.zeros_like(hoi_logits).scatter_(1, hoi_logits.topk(k, dim=-1).indices, 1.0)
         positives = hoi_labels.eq(1).float()
@@ -248,10 +244,26 @@ class SetCriterion(nn.Module):
         return losses
 
 
+def _gather(
+    targets: list[HOITarget], indices: list[tuple[Tensor, Tensor]], name: str, dtype: torch.dtype, device: torch.device
+) -> Tensor:
+    """Concatenate field ``name`` of the matched pairs of every image, in matching order: ``[M, ...]``."""
+    return torch.cat(
+        [
+            getattr(t, name).to(device=device, dtype=dtype)[j.to(device)]
+            for t, (_, j) in zip(targets, indices, strict=True)
+        ]
+    )
+
+
 def _giou_loss(src_cxcywh: Tensor, tgt_cxcywh: Tensor) -> Tensor:
-    """``[M]`` elementwise ``1 - GIoU`` of two ``[M, 4]`` cxcywh box sets."""
+    """``[M]`` elementwise ``1 - GIoU`` of two ``[M, 4]`` cxcywh box sets.
+
+    The diagonal of the pairwise ``[M, M]`` GIoU: exact (no epsilon, unlike ``generalized_box_iou_loss``,
+    whose 1e-7 is a visible bias for small normalised boxes) and the same function the matcher uses;
+    M is at most a few hundred matched pairs per batch.
+    """
     if src_cxcywh.shape[0] == 0:
         return src_cxcywh.sum(dim=-1)
-    return generalized_box_iou_loss(
-        box_convert(src_cxcywh, "cxcywh", "xyxy"), box_convert(tgt_cxcywh, "cxcywh", "xyxy"), reduction="none"
-    )
+    giou = generalized_box_iou(box_convert(src_cxcywh, "cxcywh", "xyxy"), box_convert(tgt_cxcywh, "cxcywh", "xyxy"))
+    return 1 - torch.diagonal(giou)

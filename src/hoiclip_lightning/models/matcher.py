@@ -111,7 +111,12 @@ class HungarianMatcher(nn.Module):
         hoi_cost_applied_twice: bool = True,
     ) -> None:
         super().__init__()
-        weights = {"cost_hoi": cost_hoi, "cost_obj_class": cost_obj_class, "cost_bbox": cost_bbox, "cost_giou": cost_giou}
+        weights = {
+            "cost_hoi": cost_hoi,
+            "cost_obj_class": cost_obj_class,
+            "cost_bbox": cost_bbox,
+            "cost_giou": cost_giou,
+        }
         if any(w < 0 for w in weights.values()) or all(w == 0 for w in weights.values()):
             raise ConfigurationError(f"matching cost weights must be >= 0 and not all 0, got {weights}")
         self.cost_hoi = float(cost_hoi)

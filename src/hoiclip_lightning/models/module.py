@@ -135,11 +135,14 @@ class HOICLIPModule(L.LightningModule):
             raise ConfigurationError(
                 f"the datamodule's zero_shot {dm_zero_shot!r} differs from the model's {self.zero_shot!r}"
             )
-        counts = getattr(dm, "hoi_train_counts", None)
+        try:
+            counts = dm.hoi_train_counts
+        except (AttributeError, RuntimeError):
+            counts = None
         if counts is not None:
             self.hoi_train_counts = torch.as_tensor(counts)
         if self.rare_from_training_file:
-            rare = list(getattr(dm, "rare_hoi_ids_from_train", self.vocab.rare_hois))
+            rare = list(dm.rare_hoi_ids_from_train) if counts is not None else list(self.vocab.rare_hois)
             self.val_metric = self._metric_factory(rare)
             self.test_metric = self._metric_factory(rare)
             if self.use_tfe:

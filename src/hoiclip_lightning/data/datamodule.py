@@ -1,0 +1,335 @@
+"""HOIDataModule: HICO-DET / V-COCO folders (or any folder in the same layout) as a LightningDataModule.
+
+Folder layout (annotation files may also sit directly in ``root``)::
+
+    root/annotations/trainval_hico.json  test_hico.json  corre_hico.npy      (hico_det)
+    root/annotations/trainval_vcoco.json test_vcoco.json corre_vcoco.npy     (vcoco)
+    root/images/train2015  root/images/test2015                              (hico_det)
+    root/images/train2014  root/images/val2014                               (vcoco)
+    root/vocabulary.json                                                     (optional custom label space)
+
+Example:
+    >>> dm = HOIDataModule("/data/hico_20160224_det", zero_shot="rare_first")
+    >>> dm.vocabulary.num_hois, len(dm.train_hoi_ids), len(dm.unseen_hoi_ids)
+    (600, 480, 120)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Literal
+
+import lightning as L
+from torch import Tensor
+from torch.utils.data import DataLoader
+
+from ..errors import ConfigurationError, DatasetNotFoundError
+from ..vocabulary import HOIVocabulary
+from .collate import collate_hoi
+from .datasets import HOIDataset
+from .formats import AnnotationSet, load_annotations, load_verb_object_matrix
+from .subsets import (
+    SubsetStats,
+    count_hoi_instances,
+    rare_hoi_ids,
+    subsample_records,
+    subset_stats,
+    zero_shot_filter,
+)
+from .transforms import DETR_SCALES, ClipTransform, HOIEvalTransform, HOITrainTransform
+
+log = logging.getLogger(__name__)
+
+_LAYOUT = {
+    "hico_det": {
+        "train": "trainval_hico.json",
+        "test": "test_hico.json",
+        "corre": "corre_hico.npy",
+        "train_images": "images/train2015",
+        "test_images": "images/test2015",
+    },
+    "vcoco": {
+        "train": "trainval_vcoco.json",
+        "test": "test_vcoco.json",
+        "corre": "corre_vcoco.npy",
+        "train_images": "images/train2014",
+        "test_images": "images/val2014",
+    },
+}
+_FORMATS = tuple(_LAYOUT)
+_BAD_RECORD = ("error", "skip")
+
+
+class HOIDataModule(L.LightningDataModule):
+    """Training, validation, test and predict loaders of an HOI dataset.
+
+    ``val_dataloader`` serves the **test split**, as the reference does (it selects checkpoints on the
+    test set; HICO-DET and V-COCO as distributed have no separate validation split). ``test_dataloader``
+    and ``predict_dataloader`` serve the test split too.
+
+    Training set: the training annotation file (or ``train_annotation_file``), optionally subsampled
+    to ``train_fraction`` of its images (seeded by ``fraction_seed``), then zero-shot filtered: a
+    (subject, object) pair carrying any unseen HOI of the ``zero_shot`` split loses all its labels;
+    for ``hico_det`` images without any HOI left are dropped (V-COCO keeps every image).
+    ``hoi_train_counts`` / ``rare_hoi_ids_from_train`` are counted on the training records in use
+    (after subsampling, before zero-shot filtering).
+
+    All files are read and validated in :meth:`setup`; nothing is checked mid-epoch.
+
+    Args:
+        root: dataset folder.
+        dataset_format: ``"hico_det"`` or ``"vcoco"`` (file names, folder names, verb id base).
+        vocabulary: ``"hico_det"``, ``"vcoco"`` or a JSON path; ``None``: ``root/vocabulary.json`` if it
+            exists, else the built-in vocabulary of ``dataset_format``.
+        train_fraction: fraction of training images kept, in (0, 1].
+        fraction_seed: seed of the subsample (same subset in every process).
+        train_annotation_file: training annotation file to use instead of the default one (e.g. an
+            official fractional file); relative paths are looked up in the annotation folder, then root.
+        zero_shot: zero-shot split of the vocabulary (``default``: fully supervised).
+        batch_size, eval_batch_size: images per batch (eval defaults to ``batch_size``).
+        num_workers, pin_memory: DataLoader settings.
+        train_scales, train_max_size: final multi-scale resize of training images.
+        crop_resize_scales, crop_min_size, crop_max_size: the resize-and-crop branch.
+        test_scale, test_max_size: evaluation resize.
+        clip_image_size: side of the square CLIP view.
+        on_bad_record: ``"error"`` (raise) or ``"skip"`` (drop and count bad records / HOIs).
+        max_boxes: training images keep only their first ``max_boxes`` boxes (reference quirk D2).
+        check_images: check image files exist (and read sizes) at setup.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        dataset_format: Literal["hico_det", "vcoco"] = "hico_det",
+        vocabulary: str | None = None,
+        train_fraction: float = 1.0,
+        fraction_seed: int = 0,
+        train_annotation_file: str | None = None,
+        zero_shot: str = "default",
+        batch_size: int = 2,
+        eval_batch_size: int | None = None,
+        num_workers: int = 2,
+        train_scales: Sequence[int] = DETR_SCALES,
+        train_max_size: int = 1333,
+        crop_resize_scales: Sequence[int] = (400, 500, 600),
+        crop_min_size: int = 384,
+        crop_max_size: int = 600,
+        test_scale: int = 800,
+        test_max_size: int = 1333,
+        clip_image_size: int = 224,
+        on_bad_record: Literal["error", "skip"] = "error",
+        max_boxes: int = 64,
+        pin_memory: bool = False,
+        check_images: bool = True,
+    ) -> None:
+        super().__init__()
+        if dataset_format not in _FORMATS:
+            raise ConfigurationError(f"dataset_format {dataset_format!r} is not supported; accepted: {_FORMATS}")
+        if on_bad_record not in _BAD_RECORD:
+            raise ConfigurationError(f"on_bad_record {on_bad_record!r} is not supported; accepted: {_BAD_RECORD}")
+        if not 0.0 < train_fraction <= 1.0:
+            raise ConfigurationError(f"train_fraction must be in (0, 1], got {train_fraction}")
+        for name, value in (("batch_size", batch_size), ("clip_image_size", clip_image_size),
+                            ("test_scale", test_scale), ("max_boxes", max_boxes)):
+            if value < 1:
+                raise ConfigurationError(f"{name} must be a positive integer, got {value}")
+        if eval_batch_size is not None and eval_batch_size < 1:
+            raise ConfigurationError(f"eval_batch_size must be a positive integer or None, got {eval_batch_size}")
+        if num_workers < 0:
+            raise ConfigurationError(f"num_workers must be >= 0, got {num_workers}")
+        if not train_scales:
+            raise ConfigurationError("train_scales must not be empty")
+        self.save_hyperparameters()
+        self.root = Path(root)
+        self.dataset_format = dataset_format
+        self._vocab: HOIVocabulary | None = None
+        self.train_dataset: HOIDataset | None = None
+        self.test_dataset: HOIDataset | None = None
+        self.verb_object_matrix: Tensor | None = None
+        self.subset_stats: SubsetStats | None = None
+        self._counts: Tensor | None = None
+        self._skip_counts: dict[str, dict[str, int]] = {}
+        self._train_set: AnnotationSet | None = None
+
+    # ------------------------------------------------------------------ label space
+    @property
+    def vocabulary(self) -> HOIVocabulary:
+        """The label space (resolved on first use; cheap)."""
+        if self._vocab is None:
+            spec = self.vocabulary_source
+            log.info("vocabulary: %s", spec)
+            self._vocab = HOIVocabulary.resolve(spec)
+        return self._vocab
+
+    @property
+    def vocabulary_source(self) -> str:
+        """What the vocabulary was resolved from: a built-in name or a JSON path (linked into the model)."""
+        spec = self.hparams.vocabulary
+        if spec is None:
+            custom = self.root / "vocabulary.json"
+            return str(custom) if custom.is_file() else self.dataset_format
+        return str(spec)
+
+    @property
+    def zero_shot(self) -> str:
+        """The zero-shot split name (``default`` = fully supervised)."""
+        return self.hparams.zero_shot
+
+    @property
+    def unseen_hoi_ids(self) -> list[int]:
+        """Unseen HOI classes of the ``zero_shot`` split (empty for ``default``)."""
+        return self.vocabulary.unseen_hois(self.hparams.zero_shot)
+
+    @property
+    def train_hoi_ids(self) -> list[int]:
+        """Seen (training) HOI classes; the ``hoi_labels`` column order of training targets."""
+        return self.vocabulary.seen_hois(self.hparams.zero_shot)
+
+    @property
+    def hoi_train_counts(self) -> Tensor:
+        """``[C_hoi]`` long: HOI instances per class in the training records in use (before zero-shot filtering)."""
+        if self._counts is None:
+            raise RuntimeError("hoi_train_counts is available after setup() found a training annotation file")
+        return self._counts
+
+    @property
+    def rare_hoi_ids_from_train(self) -> list[int]:
+        """Classes with fewer than 10 instances in the training records in use (the 'reference' rare set)."""
+        return rare_hoi_ids(self.hoi_train_counts)
+
+    @property
+    def skip_counts(self) -> dict[str, dict[str, int]]:
+        """Skipped problems per split (``"train"``, ``"test"``) and reason (``on_bad_record="skip"``)."""
+        return {k: dict(v) for k, v in self._skip_counts.items()}
+
+    # ------------------------------------------------------------------ files
+    def _annotation_path(self, name: str, required: bool = True) -> Path | None:
+        for folder in (self.root / "annotations", self.root):
+            if (folder / name).is_file():
+                return folder / name
+        if not required:
+            return None
+        if not self.root.is_dir():
+            raise DatasetNotFoundError(f"dataset root not found: {self.root} (format {self.dataset_format})")
+        raise DatasetNotFoundError(
+            f"dataset root {self.root} (format {self.dataset_format}): required file 'annotations/{name}' "
+            f"not found (also looked for '{name}' directly in the root)"
+        )
+
+    def _train_annotation_path(self) -> Path | None:
+        spec = self.hparams.train_annotation_file
+        if spec is None:
+            return self._annotation_path(_LAYOUT[self.dataset_format]["train"], required=False)
+        path = Path(spec)
+        for cand in (path, self.root / "annotations" / path, self.root / path):
+            if cand.is_file():
+                return cand
+        raise DatasetNotFoundError(
+            f"train_annotation_file {spec!r} not found (searched it as given, under {self.root / 'annotations'} "
+            f"and under {self.root})"
+        )
+
+    def _image_dir(self, key: str) -> Path:
+        rel = _LAYOUT[self.dataset_format][key]
+        path = self.root / rel
+        if self.hparams.check_images and not path.is_dir():
+            raise DatasetNotFoundError(f"dataset root {self.root} (format {self.dataset_format}): image folder "
+                                       f"'{rel}' not found")
+        return path
+
+    # ------------------------------------------------------------------ Lightning hooks
+    def prepare_data(self) -> None:
+        """Nothing to download or convert; files are validated in :meth:`setup`."""
+
+    def setup(self, stage: str | None = None) -> None:
+        hp = self.hparams
+        if not self.root.is_dir():
+            raise DatasetNotFoundError(f"dataset root not found: {self.root} (format {self.dataset_format})")
+        vocab = self.vocabulary
+        seen, unseen = self.train_hoi_ids, self.unseen_hoi_ids
+        layout = _LAYOUT[self.dataset_format]
+        if self.verb_object_matrix is None:
+            self.verb_object_matrix = load_verb_object_matrix(self._annotation_path(layout["corre"]), vocab)
+
+        need_train = stage in (None, "fit")
+        if self._train_set is None or (need_train and self.train_dataset is None):
+            train_path = self._train_annotation_path()
+            if train_path is None and need_train:
+                self._annotation_path(layout["train"])  # raises naming the missing file
+            if train_path is not None:
+                self._load_train(train_path, vocab, seen, unseen, need_train)
+        if self._counts is None:
+            log.info("no training annotation file; the rare set comes from the vocabulary")
+
+        if self.test_dataset is None:
+            test_set = load_annotations(
+                self._annotation_path(layout["test"]), vocab, self._image_dir("test_images"), self.dataset_format,
+                hp.on_bad_record, check_images=hp.check_images,
+            )
+            self._skip_counts["test"] = test_set.skipped
+            self.test_dataset = HOIDataset(
+                test_set.records, vocab, train=False,
+                transform=HOIEvalTransform(hp.test_scale, hp.test_max_size),
+                clip_transform=ClipTransform(hp.clip_image_size), max_boxes=None, return_gt=True,
+            )
+            log.info("test split: %d images", len(self.test_dataset))
+
+    def _load_train(self, path: Path, vocab: HOIVocabulary, seen: list[int], unseen: list[int],
+                    build_dataset: bool) -> None:
+        hp = self.hparams
+        check = hp.check_images and build_dataset
+        image_dir = self._image_dir("train_images") if check else self.root / _LAYOUT[self.dataset_format][
+            "train_images"]
+        train_set = load_annotations(path, vocab, image_dir, self.dataset_format, hp.on_bad_record, check_images=check)
+        self._train_set = train_set
+        self._skip_counts["train"] = train_set.skipped
+        records = train_set.records
+        if hp.train_fraction < 1.0:
+            kept, self.subset_stats = subsample_records(records, hp.train_fraction, hp.fraction_seed)
+            records = [records[i] for i in kept]
+        else:
+            self.subset_stats = subset_stats(records)
+        self._counts = count_hoi_instances(records, vocab.num_hois)
+        records = zero_shot_filter(records, unseen, drop_empty=self.dataset_format == "hico_det")
+        if not build_dataset:
+            return
+        if not records:
+            raise DatasetNotFoundError(f"{path.name}: no training image with an HOI is left (zero_shot="
+                                       f"{hp.zero_shot!r}, train_fraction={hp.train_fraction})")
+        self.train_dataset = HOIDataset(
+            records, vocab, train=True,
+            transform=HOITrainTransform(hp.train_scales, hp.train_max_size, hp.crop_resize_scales,
+                                        hp.crop_min_size, hp.crop_max_size),
+            clip_transform=ClipTransform(hp.clip_image_size), train_hoi_ids=seen, max_boxes=hp.max_boxes,
+            return_gt=False,
+        )
+        log.info("training split: %d images, %d seen HOI classes", len(self.train_dataset), len(seen))
+
+    # ------------------------------------------------------------------ loaders
+    def _loader(self, dataset: HOIDataset | None, batch_size: int, shuffle: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError("call setup() before asking for a dataloader")
+        return DataLoader(
+            dataset, batch_size=batch_size, shuffle=shuffle, num_workers=self.hparams.num_workers,
+            collate_fn=collate_hoi, pin_memory=self.hparams.pin_memory, drop_last=False,
+            persistent_workers=self.hparams.num_workers > 0,
+        )
+
+    @property
+    def _eval_batch_size(self) -> int:
+        return self.hparams.eval_batch_size or self.hparams.batch_size
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset, self.hparams.batch_size, shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        """The test split (reference behaviour: model selection on the test set)."""
+        return self._loader(self.test_dataset, self._eval_batch_size, shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader(self.test_dataset, self._eval_batch_size, shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader(self.test_dataset, self._eval_batch_size, shuffle=False)

@@ -1,0 +1,356 @@
+"""Vectorised building blocks of the HOI detection metrics (NumPy, CPU).
+
+Everything here works on flat arrays of detections and ground-truth (GT) pairs; no Python loop runs
+per detection. The conventions of the two HICO-DET protocols of :class:`~.hico_det.HICODetMAP` live
+here, each written down once:
+
+* ``official`` (``ywchao/ho-rcnn`` ``VOCevaldet_bboxpair.m``): float64, detection boxes rounded half
+  away from zero (:func:`round_half_away`), IoU with the ``+1`` pixel convention and zero unless both
+  intersection sides are positive (:func:`iou_official`), thresholds ``0:0.1:1`` as MATLAB builds them
+  (:func:`matlab_thresholds`).
+* ``reference`` (HOICLIP ``hico_eval_triplet.py``): float32 IoU, ``+1`` convention, zero as soon as
+  ``max >= min`` on either axis (:func:`iou_reference`), thresholds ``numpy.arange(0, 1.1, 0.1)``.
+
+Both share the matching rule implemented by :func:`greedy_match`: a detection is compared with every
+GT pair of its class in its image (matched or not), picks the *first* pair with the largest overlap
+``min(IoU_human, IoU_object)``, and is a true positive iff that overlap is at least the threshold and
+no earlier detection picked the same pair with an overlap at least the threshold.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import numpy as np
+
+__all__ = [
+    "matlab_thresholds",
+    "numpy_thresholds",
+    "round_half_away",
+    "iou_official",
+    "iou_reference",
+    "iou_vsrl",
+    "greedy_match",
+    "segment_starts",
+    "eleven_point_ap",
+    "segmented_eleven_point_ap",
+    "voc_all_point_ap",
+    "rare_hois_from_counts",
+]
+
+# Upper bound on the number of (detection, GT) pairs materialised at once by greedy_match.
+_PAIR_CHUNK = 1 << 21
+
+
+def matlab_thresholds() -> np.ndarray:
+    """The 11 recall thresholds of MATLAB's ``0:0.1:1``.
+
+    MATLAB's colon operator builds the lower half as ``0.1*k`` and the upper half as ``1 - 0.1*(10-k)``,
+    so ``t[3] == 0.30000000000000004`` while ``t[6] == 0.6`` and ``t[7] == 0.7`` (nearest doubles).
+    """
+    return np.array([k * 0.1 if k < 5 else 1.0 - (10 - k) * 0.1 for k in range(11)], dtype=np.float64)
+
+
+def numpy_thresholds() -> np.ndarray:
+    """``numpy.arange(0, 1.1, 0.1)``: the thresholds of the reference python evaluator (and Octave)."""
+    return np.arange(0.0, 1.1, 0.1)
+
+
+def round_half_away(x: np.ndarray) -> np.ndarray:
+    """MATLAB ``round``: to the nearest integer, halves away from zero (exact, float64)."""
+    x = np.asarray(x, dtype=np.float64)
+    a = np.abs(x)
+    f = np.floor(a)
+    r = f + (a - f >= 0.5)  # a - f is exact in binary floating point
+    return np.copysign(r, x)
+
+
+def iou_official(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise IoU of ``[N, 4]`` xyxy boxes as ``VOCevaldet_bboxpair.m`` computes it (float64).
+
+    ``iw = min(x2) - max(x1) + 1`` (same for ``ih``); IoU is 0 unless ``iw > 0`` and ``ih > 0``; union
+    ``= (area_a + area_b) - iw * ih`` with ``area = (x2 - x1 + 1) * (y2 - y1 + 1)``; ``a`` is the detection.
+    """
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    iw = np.minimum(a[:, 2], b[:, 2]) - np.maximum(a[:, 0], b[:, 0]) + 1.0
+    ih = np.minimum(a[:, 3], b[:, 3]) - np.maximum(a[:, 1], b[:, 1]) + 1.0
+    inter = iw * ih
+    ua = (a[:, 2] - a[:, 0] + 1.0) * (a[:, 3] - a[:, 1] + 1.0) + (b[:, 2] - b[:, 0] + 1.0) * (
+        b[:, 3] - b[:, 1] + 1.0
+    ) - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ov = inter / ua
+    return np.where((iw > 0) & (ih > 0), ov, 0.0)
+
+
+def iou_reference(gt: np.ndarray, det: np.ndarray) -> np.ndarray:
+    """Row-wise IoU as the reference's ``compute_IOU`` computes it: float32 throughout.
+
+    ``area = (x2 - x1 + 1) * (y2 - y1 + 1)``; IoU is 0 as soon as ``max(y1) >= min(y2)`` or
+    ``max(x1) >= min(x2)``; otherwise ``inter = (min(y2) - max(y1) + 1) * (min(x2) - max(x1) + 1)`` and
+    ``IoU = inter / ((area_gt + area_det) - inter)``.
+    """
+    g = np.asarray(gt, dtype=np.float32)
+    d = np.asarray(det, dtype=np.float32)
+    one = np.float32(1.0)
+    s1 = (g[:, 2] - g[:, 0] + one) * (g[:, 3] - g[:, 1] + one)
+    s2 = (d[:, 2] - d[:, 0] + one) * (d[:, 3] - d[:, 1] + one)
+    sum_area = s1 + s2
+    left = np.maximum(g[:, 1], d[:, 1])
+    right = np.minimum(g[:, 3], d[:, 3])
+    top = np.maximum(g[:, 0], d[:, 0])
+    bottom = np.minimum(g[:, 2], d[:, 2])
+    inter = (right - left + one) * (bottom - top + one)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ov = inter / (sum_area - inter)
+    return np.where((left >= right) | (top >= bottom), np.float32(0.0), ov).astype(np.float32)
+
+
+def iou_vsrl(boxes: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """Row-wise IoU as ``get_overlap`` of ``s-gupta/v-coco`` ``vsrl_eval.py`` (float64).
+
+    ``iw = max(min(x2) - max(x1) + 1, 0)`` (same for ``ih``), union ``= area_ref + area_box - inter``.
+    NaN coordinates propagate (a NaN overlap is never ``>=`` a threshold).
+    """
+    b = np.asarray(boxes, dtype=np.float64)
+    r = np.asarray(ref, dtype=np.float64)
+    iw = np.maximum(np.minimum(b[:, 2], r[:, 2]) - np.maximum(b[:, 0], r[:, 0]) + 1.0, 0.0)
+    ih = np.maximum(np.minimum(b[:, 3], r[:, 3]) - np.maximum(b[:, 1], r[:, 1]) + 1.0, 0.0)
+    inter = iw * ih
+    uni = (r[:, 2] - r[:, 0] + 1.0) * (r[:, 3] - r[:, 1] + 1.0) + (b[:, 2] - b[:, 0] + 1.0) * (
+        b[:, 3] - b[:, 1] + 1.0
+    ) - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return inter / uni
+
+
+def segment_starts(sorted_keys: np.ndarray) -> np.ndarray:
+    """Start index of every run of equal values in a sorted 1-D array."""
+    if sorted_keys.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(np.r_[True, sorted_keys[1:] != sorted_keys[:-1]])
+
+
+def _expand_pairs(det_key: np.ndarray, gt_key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each detection, the GT rows sharing its key, in GT order (``gt_key`` must not be empty).
+
+    Returns ``(n, first, gt_order)``: ``n[d]`` candidate count of detection ``d``; ``first[d]`` position
+    in ``gt_order`` of its first candidate; ``gt_order`` stable permutation of the GT rows by key.
+    """
+    gt_order = np.argsort(gt_key, kind="stable")
+    keys_sorted = gt_key[gt_order]
+    starts = segment_starts(keys_sorted)
+    ukeys = keys_sorted[starts]
+    counts = np.diff(np.r_[starts, keys_sorted.size])
+    pos = np.minimum(np.searchsorted(ukeys, det_key), ukeys.size - 1)
+    found = ukeys[pos] == det_key
+    n = np.where(found, counts[pos], 0).astype(np.int64)
+    first = np.where(found, starts[pos], 0).astype(np.int64)
+    return n, first, gt_order
+
+
+def best_pairs(
+    det_key: np.ndarray,
+    gt_key: np.ndarray,
+    overlap_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
+) -> tuple[np.ndarray, np.ndarray]:
+    """For every detection, the first GT row of the same key with the largest overlap.
+
+    ``overlap_fn(det_index, gt_index)`` returns the overlap of each (detection, GT row) pair (any float
+    dtype, never NaN for the HICO rules). Returns ``(best_gt, best_overlap)``; ``best_gt`` is -1 and
+    ``best_overlap`` is ``-inf`` for a detection without any GT row of its key. Pairs are materialised
+    in chunks of at most ``_PAIR_CHUNK`` to bound memory.
+    """
+    num_det = det_key.size
+    best_gt = np.full(num_det, -1, dtype=np.int64)
+    best_ov = np.full(num_det, -np.inf, dtype=np.float64)
+    if num_det == 0 or gt_key.size == 0:
+        return best_gt, best_ov
+    n, first, gt_order = _expand_pairs(det_key, gt_key)
+    csum = np.cumsum(n)
+    lo = 0
+    while lo < num_det:
+        # largest hi with pairs(lo:hi) <= chunk (at least one detection)
+        base = csum[lo - 1] if lo else 0
+        hi = int(np.searchsorted(csum, base + _PAIR_CHUNK, side="right"))
+        hi = max(hi, lo + 1)
+        nn = n[lo:hi]
+        total = int(nn.sum())
+        if total:
+            det_rep = np.repeat(np.arange(lo, hi, dtype=np.int64), nn)
+            offs = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(nn) - nn, nn)
+            gt_rep = gt_order[np.repeat(first[lo:hi], nn) + offs]
+            ov = np.asarray(overlap_fn(det_rep, gt_rep), dtype=np.float64)
+            has = nn > 0
+            seg = np.cumsum(nn)[has] - nn[has]
+            seg_max = np.maximum.reduceat(ov, seg)
+            is_max = ov == np.repeat(seg_max, nn[has])
+            idx = np.flatnonzero(is_max)
+            d = det_rep[idx]
+            firsts = idx[np.r_[True, d[1:] != d[:-1]]]
+            best_gt[det_rep[firsts]] = gt_rep[firsts]
+            best_ov[det_rep[firsts]] = ov[firsts]
+        lo = hi
+    return best_gt, best_ov
+
+
+def claim(best_gt: np.ndarray, is_candidate: np.ndarray) -> np.ndarray:
+    """True positives: among candidates, the first (in array order) to pick each GT row."""
+    tp = np.zeros(best_gt.size, dtype=bool)
+    cand = np.flatnonzero(is_candidate)
+    if cand.size:
+        _, first = np.unique(best_gt[cand], return_index=True)
+        tp[cand[first]] = True
+    return tp
+
+
+def greedy_match(
+    det_image: np.ndarray,
+    det_class: np.ndarray,
+    det_boxes: np.ndarray,
+    gt_image: np.ndarray,
+    gt_class: np.ndarray,
+    gt_boxes: np.ndarray,
+    iou: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    iou_threshold: float = 0.5,
+    det_is_first_arg: bool = True,
+) -> np.ndarray:
+    """HICO-DET true/false positive flags of detections given in processing order.
+
+    Args:
+        det_image, det_class: ``[D]`` int image index and HOI class per detection. Detections must be in
+            processing order (descending score within each class; any interleaving of classes).
+        det_boxes: ``[D, 8]`` human xyxy then object xyxy.
+        gt_image, gt_class, gt_boxes: the same for the GT pairs, in annotation order.
+        iou: row-wise IoU function of two ``[N, 4]`` arrays.
+        det_is_first_arg: whether ``iou`` takes the detection first (official) or the GT first (reference).
+
+    Returns:
+        ``[D]`` bool, True for true positives.
+    """
+    det_image = np.asarray(det_image, dtype=np.int64)
+    gt_image = np.asarray(gt_image, dtype=np.int64)
+    n_img = int(max(det_image.max(initial=-1), gt_image.max(initial=-1))) + 1
+    det_key = np.asarray(det_class, dtype=np.int64) * n_img + det_image
+    gt_key = np.asarray(gt_class, dtype=np.int64) * n_img + gt_image
+
+    def overlap(di: np.ndarray, gi: np.ndarray) -> np.ndarray:
+        d = det_boxes[di]
+        g = gt_boxes[gi]
+        if det_is_first_arg:
+            return np.minimum(iou(d[:, :4], g[:, :4]), iou(d[:, 4:], g[:, 4:]))
+        return np.minimum(iou(g[:, :4], d[:, :4]), iou(g[:, 4:], d[:, 4:]))
+
+    best_gt, best_ov = best_pairs(det_key, gt_key, overlap)
+    return claim(best_gt, (best_gt >= 0) & (best_ov >= iou_threshold))
+
+
+def eleven_point_ap(rec: np.ndarray, prec: np.ndarray, thresholds: np.ndarray) -> float:
+    """11-point interpolated AP of one class: ``sum_t max(prec[rec >= t]) / 11`` (0 where empty)."""
+    ap = 0.0
+    for t in thresholds:
+        m = rec >= t
+        p = float(prec[m].max()) if m.any() else 0.0
+        ap = ap + p / 11.0
+    return ap
+
+
+def segmented_eleven_point_ap(
+    det_class: np.ndarray,
+    tp: np.ndarray,
+    npos: np.ndarray,
+    thresholds: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """11-point AP of every class at once.
+
+    Args:
+        det_class: ``[D]`` class per detection, grouped (each class contiguous), ranking order inside.
+        tp: ``[D]`` bool true-positive flags in the same order.
+        npos: ``[C]`` number of GT pairs per class.
+        thresholds: the 11 recall thresholds.
+
+    Returns:
+        ``(ap, has_det)``: ``[C]`` float64 AP (0 for classes without detection; NaN-free even when
+        ``npos`` is 0, where the recall is NaN and the AP 0, as in MATLAB) and ``[C]`` bool.
+    """
+    num_classes = npos.size
+    ap = np.zeros(num_classes, dtype=np.float64)
+    has_det = np.zeros(num_classes, dtype=bool)
+    if det_class.size == 0:
+        return ap, has_det
+    starts = segment_starts(det_class)
+    seg_cls = det_class[starts]
+    lengths = np.diff(np.r_[starts, det_class.size])
+    has_det[seg_cls] = True
+    tp_i = tp.astype(np.int64)
+    tp_cum = np.cumsum(tp_i)
+    tp_cum -= np.repeat(tp_cum[starts] - tp_i[starts], lengths)
+    rank = np.arange(det_class.size, dtype=np.int64) - np.repeat(starts, lengths) + 1  # = tp + fp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rec = tp_cum / npos[det_class].astype(np.float64)
+    prec = tp_cum / rank.astype(np.float64)
+    acc = np.zeros(seg_cls.size, dtype=np.float64)
+    for t in thresholds:
+        vals = np.where(rec >= t, prec, -1.0)
+        p = np.maximum.reduceat(vals, starts)
+        acc = acc + np.where(p >= 0.0, p, 0.0) / 11.0
+    ap[seg_cls] = acc
+    return ap, has_det
+
+
+def voc_all_point_ap(rec: np.ndarray, prec: np.ndarray) -> float:
+    """All-point (VOC 2010+) AP as ``voc_ap`` of ``vsrl_eval.py``: area under the monotone precision."""
+    mrec = np.concatenate(([0.0], np.asarray(rec, dtype=np.float64), [1.0]))
+    mpre = np.concatenate(([0.0], np.asarray(prec, dtype=np.float64), [0.0]))
+    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
+    i = np.flatnonzero(mrec[1:] != mrec[:-1])
+    return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
+
+
+def rare_hois_from_counts(hoi_labels: Iterable[int], num_hois: int, threshold: int = 10) -> list[int]:
+    """HOI classes with fewer than ``threshold`` occurrences among training annotations.
+
+    Pass every HOI annotation of the training file in use (before any filtering) to get the rare split
+    the reference evaluator computes, also for fractional training files.
+    """
+    counts = np.bincount(np.fromiter((int(h) for h in hoi_labels), dtype=np.int64), minlength=num_hois)
+    return [int(c) for c in np.flatnonzero(counts[:num_hois] < threshold)]
+
+
+def deduplicate_images(
+    occurrences: np.ndarray, det_rows: np.ndarray, gt_rows: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, int]:
+    """Keep one occurrence per image id and order everything by ascending image id.
+
+    Args:
+        occurrences: ``[B, 3]`` ``(image_id, n_det, n_gt)`` per image occurrence, in update order
+            (after a DDP gather: rank 0's occurrences, then rank 1's, ...).
+        det_rows, gt_rows: ``[sum n_det, *]`` and ``[sum n_gt, *]`` rows in the same order.
+
+    Returns:
+        ``(image_ids, det_rows, det_image, gt_rows, gt_image, num_duplicates)``: sorted unique image ids;
+        detection rows of the first occurrence of each image, grouped by image in ascending id order
+        (order inside an image kept); their compact image index (into ``image_ids``); the same for GT.
+    """
+    ids = occurrences[:, 0].astype(np.int64)
+    n_det = occurrences[:, 1].astype(np.int64)
+    n_gt = occurrences[:, 2].astype(np.int64)
+    image_ids, first = np.unique(ids, return_index=True)
+    keep = np.zeros(ids.size, dtype=bool)
+    keep[first] = True
+    compact = np.searchsorted(image_ids, ids)
+    out = []
+    for rows, counts in ((det_rows, n_det), (gt_rows, n_gt)):
+        row_keep = np.repeat(keep, counts)
+        img = np.repeat(compact, counts)[row_keep]
+        order = np.argsort(img, kind="stable")
+        out.append((rows[row_keep][order], img[order]))
+    (dr, di), (gr, gi) = out
+    return image_ids, dr, di, gr, gi, int(ids.size - image_ids.size)
+
+
+def masked_mean(values: np.ndarray, mask: np.ndarray) -> float:
+    """Mean of ``values[mask]``, NaN when the mask selects nothing."""
+    sel = values[mask]
+    return float(sel.mean()) if sel.size else float("nan")

@@ -1,0 +1,68 @@
+"""ResNet backbone with frozen batch norm (the detector's feature extractor).
+
+The backbone returns the last ResNet stage (C5, output stride 32) together with the image padding mask
+down-sampled to the feature resolution. Parameter names are ``body.<torchvision name>`` (for example
+``body.layer2.0.conv1.weight``), so the public DETR checkpoint's ``backbone.0.body.*`` keys map onto
+``backbone.body.*`` of :class:`~hoiclip_lightning.models.HOICLIP` by dropping the ``0.``.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import Tensor, nn
+from torchvision.models._utils import IntermediateLayerGetter
+from torchvision.ops import FrozenBatchNorm2d
+
+from ..errors import ConfigurationError
+
+log = logging.getLogger(__name__)
+
+RESNET_DEPTHS = ("resnet18", "resnet34", "resnet50", "resnet101")
+_TRAINABLE_STAGES = ("layer2", "layer3", "layer4")
+
+
+class Backbone(nn.Module):
+    """Torchvision ResNet without ImageNet weights (weights come from the DETR checkpoint).
+
+    All batch norms are :class:`torchvision.ops.FrozenBatchNorm2d` (fixed statistics and affine). The
+    stem (``conv1``/``bn1``) and ``layer1`` are always frozen; ``layer2``-``layer4`` are trainable when
+    ``train_backbone`` is True, otherwise the whole ResNet is frozen.
+
+    Args:
+        name: ``resnet18``, ``resnet34``, ``resnet50`` or ``resnet101``.
+        train_backbone: train ``layer2``-``layer4``.
+
+    Attributes:
+        num_channels: channels C of the C5 map (512 for resnet18/34, 2048 for resnet50/101).
+    """
+
+    def __init__(self, name: str = "resnet50", train_backbone: bool = True) -> None:
+        super().__init__()
+        if name not in RESNET_DEPTHS:
+            raise ConfigurationError(f"unknown backbone {name!r}; accepted: {RESNET_DEPTHS}")
+        resnet = getattr(torchvision.models, name)(weights=None, norm_layer=FrozenBatchNorm2d)
+        for pname, param in resnet.named_parameters():
+            trainable = train_backbone and any(stage in pname for stage in _TRAINABLE_STAGES)
+            param.requires_grad_(trainable)
+        self.body = IntermediateLayerGetter(resnet, return_layers={"layer4": "0"})
+        self.num_channels = 512 if name in ("resnet18", "resnet34") else 2048
+        self.name = name
+
+    def forward(self, images: Tensor, pixel_mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Run the ResNet.
+
+        Args:
+            images: ``[B, 3, H, W]`` float images.
+            pixel_mask: ``[B, H, W]`` bool, True on padding.
+
+        Returns:
+            ``features`` ``[B, C, h, w]`` (C5, h = ceil(H / 32)) and ``mask`` ``[B, h, w]`` bool
+            (nearest down-sampling of ``pixel_mask``, True on padding).
+        """
+        features = self.body(images)["0"]
+        mask = F.interpolate(pixel_mask[:, None].float(), size=features.shape[-2:], mode="nearest")[:, 0]
+        return features, mask.to(torch.bool)

@@ -1,0 +1,188 @@
+"""Frozen open_clip ViT: global image embedding, spatial tokens and prompt embeddings.
+
+HOICLIP needs two things from CLIP's image tower that stock ``encode_image`` does not give together:
+the projected global embedding ``[B, E]`` and the whole token sequence after ``ln_post`` and before the
+projection ``[B, L, W]`` (CLS token first). :class:`CLIPEncoder` computes both in one pass by calling the
+``VisionTransformer``'s own sub-modules (``conv1``, ``class_embedding``, ``positional_embedding``,
+``patch_dropout``, ``ln_pre``, ``transformer``, ``ln_post``, ``proj``) — open_clip is not forked or
+patched. Only ViT towers with CLS-token pooling are supported (as in the reference).
+
+A tiny randomly initialised config, ``hoiclip-tiny`` (64 px, patch 16, width 64, 2 layers, 2 heads,
+embed dim 32), is registered with open_clip on import, so tests and the quickstart run offline::
+
+    >>> enc = CLIPEncoder("hoiclip-tiny", pretrained=None)
+    >>> enc.width, enc.embed_dim, enc.image_size, enc.num_tokens
+    (64, 32, 64, 17)
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Literal
+
+import open_clip
+import torch
+from einops import rearrange
+from open_clip.transformer import VisionTransformer
+from torch import Tensor, nn
+
+from ..errors import ConfigurationError
+
+log = logging.getLogger(__name__)
+
+TINY_CLIP_NAME = "hoiclip-tiny"
+TINY_CLIP_CONFIG: dict = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def register_tiny_clip() -> None:
+    """Register the ``hoiclip-tiny`` architecture with open_clip (idempotent)."""
+    configs = open_clip.factory._MODEL_CONFIGS
+    if TINY_CLIP_NAME not in configs:
+        configs[TINY_CLIP_NAME] = copy.deepcopy(TINY_CLIP_CONFIG)
+
+
+register_tiny_clip()
+
+
+class CLIPEncoder(nn.Module):
+    """An open_clip ViT CLIP model exposing global embeddings, spatial tokens and text embeddings.
+
+    Args:
+        model_name: open_clip architecture name (``ViT-B-32``, ``ViT-L-14``, ``hoiclip-tiny`` ...).
+        pretrained: open_clip pretrained tag (``openai``), a local weights file, or ``None`` (random init).
+        precision: dtype of the towers (``fp32``, ``fp16``, ``bf16``; open_clip keeps LayerNorms in fp32).
+            Outputs are always returned in fp32. Low precision requires ``frozen=True``.
+        frozen: no parameter requires grad and the model stays in eval mode even under ``.train()``.
+
+    Attributes:
+        model: the open_clip model (parameter names ``model.visual.*``, ``model.transformer.*``, ...).
+        width: W, visual transformer width.
+        embed_dim: E, joint embedding width.
+        image_size: S, square input size of the image tower.
+        num_tokens: L, visual tokens including CLS.
+        mean, std: per-channel normalisation the CLIP view of the data pipeline must use.
+    """
+
+    def __init__(
+        self,
+        model_name: str = "ViT-B-32",
+        pretrained: str | None = "openai",
+        precision: Literal["fp32", "fp16", "bf16"] = "fp32",
+        frozen: bool = True,
+    ) -> None:
+        super().__init__()
+        if precision not in _DTYPES:
+            raise ConfigurationError(f"unknown clip precision {precision!r}; accepted: {tuple(_DTYPES)}")
+        if precision != "fp32" and not frozen:
+            raise ConfigurationError(f"clip_precision={precision!r} needs a frozen CLIP (freeze_clip=True)")
+        register_tiny_clip()
+        try:
+            model = open_clip.create_model(model_name, pretrained=pretrained or None, precision=precision)
+        except RuntimeError as err:
+            raise ConfigurationError(
+                f"open_clip could not create {model_name!r} with pretrained={pretrained!r}: {err}"
+            ) from err
+        visual = model.visual
+        if not isinstance(visual, VisionTransformer):
+            raise ConfigurationError(
+                f"CLIP model {model_name!r} has a {type(visual).__name__} image tower; HOICLIP needs a ViT "
+                "(open_clip VisionTransformer), e.g. ViT-B-32, ViT-B-16 or ViT-L-14"
+            )
+        if visual.attn_pool is not None or visual.pool_type != "tok" or visual.final_ln_after_pool:
+            raise ConfigurationError(
+                f"CLIP model {model_name!r} does not pool the CLS token after ln_post; HOICLIP needs a "
+                "CLS-pooled ViT (e.g. ViT-B-32)"
+            )
+        if visual.proj is None:
+            raise ConfigurationError(f"CLIP model {model_name!r} has no visual projection")
+        self.model = model
+        self.model_name = model_name
+        self.precision = precision
+        self.dtype = _DTYPES[precision]
+        self.frozen = frozen
+        self.width = int(visual.proj.shape[0])
+        self.embed_dim = int(visual.proj.shape[1])
+        size = visual.image_size
+        self.image_size = int(size[0] if isinstance(size, (tuple, list)) else size)
+        self.num_tokens = int(visual.positional_embedding.shape[0])
+        pp = open_clip.get_model_preprocess_cfg(model)
+        self.mean: tuple[float, ...] = tuple(float(m) for m in pp.get("mean", open_clip.OPENAI_DATASET_MEAN))
+        self.std: tuple[float, ...] = tuple(float(s) for s in pp.get("std", open_clip.OPENAI_DATASET_STD))
+        self.tokenizer = open_clip.get_tokenizer(model_name)
+        if frozen:
+            self.model.requires_grad_(False)
+            self.model.eval()
+        log.info(
+            "CLIP %s (pretrained=%s, %s): W=%d, E=%d, input %d px, %d tokens, %s",
+            model_name, pretrained, precision, self.width, self.embed_dim, self.image_size, self.num_tokens,
+            "frozen" if frozen else "trainable",
+        )
+
+    # ------------------------------------------------------------------ modes
+    def train(self, mode: bool = True) -> CLIPEncoder:
+        """Set the training mode; a frozen CLIP always stays in eval mode."""
+        super().train(mode)
+        if self.frozen:
+            self.model.eval()
+        return self
+
+    @property
+    def visual_proj(self) -> Tensor:
+        """``[W, E]`` CLIP visual projection (``visual.proj``)."""
+        return self.model.visual.proj
+
+    # ------------------------------------------------------------------ image
+    def encode_image(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Encode CLIP views.
+
+        Args:
+            images: ``[B, 3, S, S]`` images normalised with :attr:`mean` / :attr:`std`.
+
+        Returns:
+            ``embeds`` ``[B, E]`` projected CLS embedding (as ``model.encode_image``, not normalised) and
+            ``tokens`` ``[B, L, W]`` all tokens after ``ln_post``, before the projection (CLS first);
+            both fp32.
+        """
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            visual = self.model.visual
+            x = visual.conv1(images.to(self.dtype))  # [B, W, g, g]
+            x = rearrange(x, "b w gh gw -> b (gh gw) w")
+            cls = visual.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+            x = torch.cat([cls, x], dim=1) + visual.positional_embedding.to(x.dtype)
+            x = visual.patch_dropout(x)
+            x = visual.ln_pre(x)
+            x = visual.transformer(x)
+            tokens = visual.ln_post(x)
+            embeds = tokens[:, 0] @ visual.proj
+        return embeds.float(), tokens.float()
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Same as :meth:`encode_image`."""
+        return self.encode_image(images)
+
+    # ------------------------------------------------------------------ text
+    def encode_text(self, prompts: list[str], batch_size: int = 256) -> Tensor:
+        """Embed text prompts.
+
+        Args:
+            prompts: N prompts.
+            batch_size: prompts per forward pass.
+
+        Returns:
+            ``[N, E]`` fp32 text embeddings (not normalised).
+        """
+        device = self.visual_proj.device
+        chunks = []
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen):
+            for start in range(0, len(prompts), batch_size):
+                tokens = self.tokenizer(list(prompts[start : start + batch_size])).to(device)
+                chunks.append(self.model.encode_text(tokens).float())
+        if not chunks:
+            return torch.zeros(0, self.embed_dim, device=device)
+        return torch.cat(chunks)

@@ -1,0 +1,180 @@
+"""HOIDataModule on the committed fixtures (datamodule.py, collate.py)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from hoiclip_lightning import ConfigurationError, DatasetNotFoundError, HOIBatch, HOIVocabulary
+from hoiclip_lightning.data import HOIDataModule
+
+DATA = Path(__file__).parent / "data"
+HICO, VCOCO = DATA / "hico_det", DATA / "vcoco"
+SMALL = dict(train_scales=[24, 32], train_max_size=64, crop_resize_scales=[40], crop_min_size=20, crop_max_size=32,
+             test_scale=32, test_max_size=64, clip_image_size=16, num_workers=0)
+
+
+def copy_fixture(tmp_path: Path, src: Path = HICO) -> Path:
+    root = tmp_path / src.name
+    shutil.copytree(src, root, ignore=shutil.ignore_patterns("*.py"))
+    return root
+
+
+def test_fit_setup_zero_shot(tmp_path):
+    dm = HOIDataModule(str(HICO), zero_shot="rare_first", **SMALL)
+    dm.setup("fit")
+    assert dm.vocabulary.name == "hico_det"
+    assert len(dm.train_hoi_ids) == 480 and len(dm.unseen_hoi_ids) == 120
+    # records 1 (no HOI) and 4 (only the unseen "pet bird") are dropped
+    assert len(dm.train_dataset) == 4 and len(dm.test_dataset) == 3
+    unseen = set(dm.unseen_hoi_ids)
+    for rec in dm.train_dataset.records:
+        assert not unseen & set(rec.hois[:, 3].tolist())
+    _, _, t = dm.train_dataset[0]
+    assert t.hoi_labels.shape[1] == 480
+    # counts come from the training file before zero-shot filtering: "pet bird" (27) counted once
+    assert dm.hoi_train_counts[27].item() == 1 and dm.hoi_train_counts[297].item() == 10
+    assert len(dm.rare_hoi_ids_from_train) == 599 and 297 not in dm.rare_hoi_ids_from_train
+    assert dm.skip_counts == {"train": {}, "test": {}}
+    assert dm.verb_object_matrix.shape == (117, 80)
+
+
+def test_default_split_keeps_all_classes():
+    dm = HOIDataModule(str(HICO), **SMALL)
+    dm.setup("fit")
+    assert len(dm.train_dataset) == 5 and dm.train_hoi_ids == list(range(600)) and dm.unseen_hoi_ids == []
+
+
+def test_test_stage_without_images_for_training(tmp_path):
+    root = copy_fixture(tmp_path)
+    shutil.rmtree(root / "images/train2015")
+    dm = HOIDataModule(str(root), **SMALL)
+    dm.setup("test")  # training file only counted, its images not needed
+    assert dm.train_dataset is None and len(dm.test_dataset) == 3
+    assert dm.hoi_train_counts[297].item() == 10
+    assert dm.test_dataset[0][2].gt is not None
+
+
+def test_dataloader_workers_pad_and_mask():
+    dm = HOIDataModule(str(HICO), **{**SMALL, "num_workers": 2, "test_scale": 16}, eval_batch_size=3)
+    dm.setup("validate")
+    batch = next(iter(dm.val_dataloader()))
+    assert isinstance(batch, HOIBatch) and len(batch) == 3
+    # test images 48x32, 32x32, 32x32 at short side 16 -> 24x16, 16x16, 16x16
+    assert batch.images.shape == (3, 3, 16, 24) and batch.pixel_mask.shape == (3, 16, 24)
+    assert batch.clip_images.shape == (3, 3, 16, 16)
+    assert [t.size.tolist() for t in batch.targets] == [[16, 24], [16, 16], [16, 16]]
+    assert not batch.pixel_mask[0].any()
+    for i in (1, 2):
+        assert not batch.pixel_mask[i, :, :16].any() and batch.pixel_mask[i, :, 16:].all()
+        assert torch.all(batch.images[i, :, :, 16:] == 0)
+    assert [t.image_id for t in batch.targets] == [0, 1, 2]
+
+
+def test_train_dataloader_batch():
+    dm = HOIDataModule(str(HICO), batch_size=5, **SMALL)
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert len(batch) == 5 and batch.clip_images.shape == (5, 3, 16, 16)
+    for i, t in enumerate(batch.targets):
+        h, w = t.size.tolist()
+        assert not batch.pixel_mask[i, :h, :w].any() and int(batch.pixel_mask[i].sum()) == batch.pixel_mask[
+            i].numel() - h * w
+
+
+def test_fraction_deterministic_and_seeded():
+    names = []
+    for seed in (0, 0, 1, 2, 3):
+        dm = HOIDataModule(str(HICO), train_fraction=0.5, fraction_seed=seed, **SMALL)
+        dm.setup("fit")
+        names.append(tuple(r.file_name for r in dm.train_dataset.records))
+        assert dm.subset_stats.images == 3
+    assert names[0] == names[1]
+    assert len(set(names[1:])) > 1
+
+
+def test_train_annotation_file_changes_counts(tmp_path):
+    root = copy_fixture(tmp_path)
+    records = json.loads((root / "annotations/trainval_hico.json").read_text())
+    (root / "annotations/trainval_hico_5%.json").write_text(json.dumps(records[:4]))
+    dm = HOIDataModule(str(root), train_annotation_file="trainval_hico_5%.json", **SMALL)
+    dm.setup("fit")
+    assert len(dm.train_dataset) == 3  # record 1 has no HOI
+    assert dm.hoi_train_counts[297].item() == 1 and 297 in dm.rare_hoi_ids_from_train
+    with pytest.raises(DatasetNotFoundError, match="train_annotation_file 'nope.json' not found"):
+        HOIDataModule(str(root), train_annotation_file="nope.json", **SMALL).setup("fit")
+
+
+def test_missing_file_names_root_and_path(tmp_path):
+    root = copy_fixture(tmp_path)
+    (root / "annotations/corre_hico.npy").unlink()
+    with pytest.raises(DatasetNotFoundError, match=r"dataset root .*hico_det \(format hico_det\): required file "
+                                                   r"'annotations/corre_hico\.npy' not found"):
+        HOIDataModule(str(root), **SMALL).setup("fit")
+    with pytest.raises(DatasetNotFoundError, match="dataset root not found"):
+        HOIDataModule(str(tmp_path / "nothing"), **SMALL).setup("fit")
+
+
+def test_flat_layout_and_custom_vocabulary(tmp_path):
+    root = copy_fixture(tmp_path)
+    for f in (root / "annotations").iterdir():
+        f.rename(root / f.name)
+    (root / "annotations").rmdir()
+    vocab = HOIVocabulary.builtin("hico_det").to_dict()
+    vocab["name"] = "custom"
+    (root / "vocabulary.json").write_text(json.dumps(vocab))
+    dm = HOIDataModule(str(root), **SMALL)
+    dm.setup("fit")
+    assert dm.vocabulary.name == "custom" and len(dm.train_dataset) == 5
+
+
+def test_skip_mode_counts(tmp_path):
+    root = copy_fixture(tmp_path)
+    path = root / "annotations/test_hico.json"
+    records = json.loads(path.read_text())
+    records[0]["hoi_annotation"][1]["object_id"] = 5
+    path.write_text(json.dumps(records))
+    with pytest.raises(Exception, match=r"test_hico\.json: record 0 .*hoi_annotation\[1\]\.object_id = 5, but the "
+                                        r"image has 2 annotations"):
+        HOIDataModule(str(root), **SMALL).setup("test")
+    dm = HOIDataModule(str(root), on_bad_record="skip", **SMALL)
+    dm.setup("test")
+    assert dm.skip_counts["test"] == {"hoi_box_out_of_range": 1}
+    assert len(dm.test_dataset.records[0].hois) == 1
+
+
+def test_vcoco_keeps_images_without_hoi():
+    dm = HOIDataModule(str(VCOCO), dataset_format="vcoco", **SMALL)
+    dm.setup("fit")
+    assert dm.vocabulary.name == "vcoco" and len(dm.train_dataset) == 3
+    gt = dm.test_dataset[0][2].gt
+    assert gt.obj_labels.tolist() == [53, 53, 80] and gt.hoi_labels.tolist() == [5, 3, 33]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"dataset_format": "coco"}, r"dataset_format 'coco' is not supported; accepted: \('hico_det', 'vcoco'\)"),
+        ({"on_bad_record": "ignore"}, r"on_bad_record 'ignore' is not supported"),
+        ({"train_fraction": 1.5}, r"train_fraction must be in \(0, 1\], got 1.5"),
+        ({"batch_size": 0}, r"batch_size must be a positive integer, got 0"),
+    ],
+)
+def test_invalid_arguments(kwargs, message):
+    with pytest.raises(ConfigurationError, match=message):
+        HOIDataModule(str(HICO), **kwargs)
+
+
+def test_unknown_zero_shot_split():
+    dm = HOIDataModule(str(HICO), zero_shot="nope", **SMALL)
+    with pytest.raises(ConfigurationError, match="zero-shot split 'nope' is not defined"):
+        dm.setup("fit")
+
+
+def test_hparams_saved():
+    dm = HOIDataModule(str(HICO), zero_shot="rare_first", batch_size=3)
+    assert dm.hparams.zero_shot == "rare_first" and dm.hparams.batch_size == 3 and dm.hparams.max_boxes == 64
