@@ -46,6 +46,18 @@ class HOICLIPCLI(LightningCLI):
                               apply_on="instantiate")
         parser.link_arguments("data.init_args.zero_shot", "model.init_args.zero_shot")
 
+    def before_instantiate_classes(self) -> None:
+        # `vocabulary: null` means <root>/vocabulary.json if present, else the built-in one of the format;
+        # resolve it in the config so the saved config and both hparams name the same label space
+        config = self.config.get(self.subcommand) if self.subcommand else self.config
+        data = getattr(config, "data", None)
+        init = getattr(data, "init_args", None)
+        if init is not None and getattr(init, "vocabulary", "unset") is None:
+            from pathlib import Path
+
+            custom = Path(init.root) / "vocabulary.json"
+            init.vocabulary = str(custom) if custom.is_file() else init.dataset_format
+
     def after_fit(self) -> None:
         if not self.config.get(self.subcommand, {}).get("test_after_fit", False):
             return

@@ -13,6 +13,7 @@ from .subsets import (
     subset_stats,
     zero_shot_filter,
 )
+from .synthetic import SyntheticSummary, generate_synthetic_dataset, synthetic_vocabulary
 from .transforms import (
     CLIP_MEAN,
     CLIP_STD,
@@ -46,7 +47,9 @@ __all__ = [
     "RandomSizeCrop",
     "ResizeShortSide",
     "SubsetStats",
+    "SyntheticSummary",
     "collate_hoi",
+    "generate_synthetic_dataset",
     "count_hoi_instances",
     "load_annotations",
     "load_image",
@@ -57,6 +60,7 @@ __all__ = [
     "subsample_indices",
     "subsample_records",
     "subset_stats",
+    "synthetic_vocabulary",
     "to_normalized_tensor",
     "zero_shot_filter",
 ]

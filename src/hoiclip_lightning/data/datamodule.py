@@ -141,6 +141,10 @@ class HOIDataModule(L.LightningDataModule):
             raise ConfigurationError(f"num_workers must be >= 0, got {num_workers}")
         if not train_scales:
             raise ConfigurationError("train_scales must not be empty")
+        if vocabulary is None:
+            # record what `None` resolves to, so the hyper-parameters name the label space that was used
+            custom = Path(root) / "vocabulary.json"
+            vocabulary = str(custom) if custom.is_file() else dataset_format
         self.save_hyperparameters()
         self.root = Path(root)
         self.dataset_format = dataset_format
