@@ -97,8 +97,9 @@ def test_perfect_predictions_give_100(protocol):
     targets = [gt(0, [(H, O, 0), (H2, O2, 1)]), gt(1, [(H, O, 2)])]
     preds = [pred(0, [(H, O, 0, 0.9), (H2, O2, 1, 0.8)]), pred(1, [(H, O, 2, 0.7)])]
     r = run(preds, targets, protocol=protocol, rare_hois=[1], hoi_to_object=[0, 0, 1])
-    assert r["mAP_full"] == 100.0 and r["mAP_rare"] == 100.0 and r["mAP_non_rare"] == 100.0
-    assert r["ap_per_class"].tolist() == [100.0, 100.0, 100.0]
+    for key in ("mAP_full", "mAP_rare", "mAP_non_rare"):
+        assert r[key] == pytest.approx(100.0, abs=1e-9)
+    assert r["ap_per_class"].tolist() == pytest.approx([100.0, 100.0, 100.0], abs=1e-9)
 
 
 @BOTH
@@ -107,11 +108,11 @@ def test_one_wrong_class(protocol):
     targets = [gt(0, [(H, O, 0)]), gt(1, [(H, O, 1)])]
     preds = [pred(0, [(H, O, 0, 0.9)]), pred(1, [(H, O, 0, 0.8)])]
     r = run(preds, targets, protocol=protocol, rare_hois=[1])
-    assert r["ap_per_class"][:2].tolist() == [100.0, 0.0]
-    assert r["mAP_full"] == 50.0
-    assert r["mAP_non_rare"] == 100.0
+    assert r["ap_per_class"][:2].tolist() == pytest.approx([100.0, 0.0], abs=1e-9)
+    assert r["mAP_full"] == pytest.approx(50.0, abs=1e-9)
+    assert r["mAP_non_rare"] == pytest.approx(100.0, abs=1e-9)
     if protocol == "official":
-        assert r["mAP_rare"] == 0.0
+        assert r["mAP_rare"] == pytest.approx(0.0, abs=1e-9)
     else:  # a class with GT but no detection is left out of Rare / Non-rare by the reference
         assert math.isnan(r["mAP_rare"])
 
@@ -124,16 +125,18 @@ def test_iou_exactly_half_is_a_match_and_just_below_is_not(protocol, part, y2, e
     big = [0.0, 0.0, 9.0, y2]
     det = (big, O) if part == "human" else (H, [20.0, 20.0, 29.0, 20.0 + y2])
     r = run([pred(0, [(*det, 0, 0.9)])], [gt(0, [(H, O, 0)])], protocol=protocol)
-    assert r["ap_per_class"][0] == expected
+    assert r["ap_per_class"][0] == pytest.approx(expected, abs=1e-9)
 
 
-@pytest.mark.parametrize(("x1", "official", "reference"), [(-10.4, 100.0, 0.0), (-10.5, 0.0, 0.0), (-9.5, 100.0, 100.0)])
+@pytest.mark.parametrize(
+    ("x1", "official", "reference"), [(-10.4, 100.0, 0.0), (-10.5, 0.0, 0.0), (-9.5, 100.0, 100.0)]
+)
 def test_rounding_moves_iou_across_half(x1, official, reference):
     # GT 10x10; det [x1,0,9,9]: IoU = 100 / (10 * (10 - x1)) >= 0.5 iff x1 >= -10.
     # official rounds -10.4 -> -10 (match), -10.5 -> -11 (half away from zero; banker's rounding would give -10)
     det = [(([x1, 0.0, 9.0, 9.0]), O, 0, 0.9)]
-    assert run([pred(0, det)], [gt(0, [(H, O, 0)])], protocol="official")["mAP_full"] == official
-    assert run([pred(0, det)], [gt(0, [(H, O, 0)])], protocol="reference")["mAP_full"] == reference
+    assert run([pred(0, det)], [gt(0, [(H, O, 0)])], protocol="official")["mAP_full"] == pytest.approx(official)
+    assert run([pred(0, det)], [gt(0, [(H, O, 0)])], protocol="reference")["mAP_full"] == pytest.approx(reference)
 
 
 def test_reference_zero_iou_when_boxes_touch_on_one_pixel():
@@ -141,8 +144,8 @@ def test_reference_zero_iou_when_boxes_touch_on_one_pixel():
     px = [5.0, 5.0, 5.0, 5.0]
     targets = [gt(0, [(px, px, 0)])]
     preds = [pred(0, [(px, px, 0, 0.9)])]
-    assert run(preds, targets, protocol="official")["mAP_full"] == 100.0
-    assert run(preds, targets, protocol="reference")["mAP_full"] == 0.0
+    assert run(preds, targets, protocol="official")["mAP_full"] == pytest.approx(100.0, abs=1e-9)
+    assert run(preds, targets, protocol="reference")["mAP_full"] == pytest.approx(0.0, abs=1e-9)
 
 
 @BOTH
@@ -188,7 +191,7 @@ def test_class_without_gt_is_ignored(protocol):
     targets = [gt(0, [(H, O, 0)])]
     with_extra = [pred(0, [(H, O, 2, 0.95), (H, O, 0, 0.9)])]
     r = run(with_extra, targets, protocol=protocol)
-    assert r["mAP_full"] == 100.0
+    assert r["mAP_full"] == pytest.approx(100.0, abs=1e-9)
     assert np.isnan(r["ap_per_class"][1]) and np.isnan(r["ap_per_class"][2])
 
 
@@ -216,12 +219,12 @@ def test_known_object_mode():
     targets = [gt(0, [(H, O, 0)]), gt(1, [(H, O, 2)])]
     preds = [pred(0, [(H, O, 0, 0.8)]), pred(1, [(H, O, 0, 0.9), (H, O, 2, 0.7)])]
     r = run(preds, targets, hoi_to_object=[0, 0, 1], rare_hois=[0])
-    assert r["mAP_full"] == 75.0 and r["mAP_full_ko"] == 100.0
-    assert r["mAP_rare"] == 50.0 and r["mAP_rare_ko"] == 100.0
-    assert r["ap_per_class_ko"][[0, 2]].tolist() == [100.0, 100.0]
+    assert r["mAP_full"] == pytest.approx(75.0, abs=1e-9) and r["mAP_full_ko"] == pytest.approx(100.0, abs=1e-9)
+    assert r["mAP_rare"] == pytest.approx(50.0, abs=1e-9) and r["mAP_rare_ko"] == pytest.approx(100.0, abs=1e-9)
+    assert r["ap_per_class_ko"][[0, 2]].tolist() == pytest.approx([100.0, 100.0], abs=1e-9)
     # explicit image labels: object 0 also labelled in image 1 -> KO keeps the FP
     r = run(preds, targets, hoi_to_object=[0, 0, 1], known_object_images={0: [0, 1], 1: [1]})
-    assert r["mAP_full_ko"] == 75.0
+    assert r["mAP_full_ko"] == pytest.approx(75.0, abs=1e-9)
     assert "mAP_full_ko" not in run(preds, targets, protocol="reference", hoi_to_object=[0, 0, 1])
 
 
@@ -237,8 +240,8 @@ def test_reference_keeps_top_k_per_image():
     # image 0: FP .9 then TP .5; with top-1 the TP is dropped -> AP 0; with top-2 -> [FP, TP] -> .5
     targets = [gt(0, [(H, O, 0)])]
     preds = [pred(0, [(H, O, 0, 0.5), (H2, O2, 0, 0.9)])]
-    assert run(preds, targets, protocol="reference", per_image_topk=1)["mAP_full"] == 0.0
-    assert run(preds, targets, protocol="reference", per_image_topk=2)["mAP_full"] == 50.0
+    assert run(preds, targets, protocol="reference", per_image_topk=1)["mAP_full"] == pytest.approx(0.0, abs=1e-9)
+    assert run(preds, targets, protocol="reference", per_image_topk=2)["mAP_full"] == pytest.approx(50.0, abs=1e-9)
 
 
 @BOTH
@@ -249,6 +252,15 @@ def test_repeated_image_counts_once(protocol):
     m.update(preds, targets)
     m.update(preds[1:], targets[1:])  # DistributedSampler padding repeats a sample
     assert float(m.compute()["mAP_full"]) == pytest.approx(100 * 28 / 33, abs=1e-12)
+
+
+@BOTH
+def test_compute_without_data_or_detections_gives_nan_or_zero(protocol):
+    with pytest.warns(UserWarning, match="before the ``update``"):
+        empty = HICODetMAP(3, protocol=protocol, hoi_to_object=[0, 0, 1]).compute()
+    assert math.isnan(float(empty["mAP_full"]))
+    r = run([pred(0, [])], [gt(0, [(H, O, 1)])], protocol=protocol, hoi_to_object=[0, 0, 1])
+    assert r["mAP_full"] == 0.0 and np.isnan(r["ap_per_class"][0])
 
 
 def test_update_rejects_mismatched_images_and_labels():

@@ -27,6 +27,7 @@ __all__ = [
     "matlab_thresholds",
     "numpy_thresholds",
     "round_half_away",
+    "class_score_order",
     "iou_official",
     "iou_reference",
     "iou_vsrl",
@@ -39,7 +40,7 @@ __all__ = [
 ]
 
 # Upper bound on the number of (detection, GT) pairs materialised at once by greedy_match.
-_PAIR_CHUNK = 1 << 21
+_PAIR_CHUNK = 1 << 19
 
 
 def matlab_thresholds() -> np.ndarray:
@@ -59,10 +60,19 @@ def numpy_thresholds() -> np.ndarray:
 def round_half_away(x: np.ndarray) -> np.ndarray:
     """MATLAB ``round``: to the nearest integer, halves away from zero (exact, float64)."""
     x = np.asarray(x, dtype=np.float64)
-    a = np.abs(x)
-    f = np.floor(a)
-    r = f + (a - f >= 0.5)  # a - f is exact in binary floating point
-    return np.copysign(r, x)
+    r = np.rint(x)  # halves to even; x - r is exact, so the halves are found exactly and pushed away from 0
+    tie = np.abs(x - r) == 0.5
+    r[tie] = x[tie] + np.copysign(0.5, x[tie])
+    return r
+
+
+def class_score_order(classes: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """Stable permutation by ascending class, then descending score (ties keep their input order)."""
+    o1 = np.argsort(-np.asarray(scores), kind="stable")
+    c = np.asarray(classes)[o1]
+    if c.size and c.min() >= 0 and c.max() < 2**15:
+        c = c.astype(np.int16)  # NumPy's stable sort is a radix sort for 16-bit integers
+    return o1[np.argsort(c, kind="stable")]
 
 
 def iou_official(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -342,10 +352,14 @@ def deduplicate_images(
     compact = np.searchsorted(image_ids, ids)
     out = []
     for rows, counts in ((det_rows, n_det), (gt_rows, n_gt)):
-        row_keep = np.repeat(keep, counts)
-        img = np.repeat(compact, counts)[row_keep]
-        order = np.argsort(img, kind="stable")
-        out.append((rows[row_keep][order], img[order]))
+        img = np.repeat(compact, counts)
+        if not keep.all():
+            row_keep = np.repeat(keep, counts)
+            rows, img = rows[row_keep], img[row_keep]
+        if img.size and (np.diff(img) < 0).any():
+            order = np.argsort(img, kind="stable")
+            rows, img = rows[order], img[order]
+        out.append((rows, img))
     (dr, di), (gr, gi) = out
     return image_ids, dr, di, gr, gi, int(ids.size - image_ids.size)
 

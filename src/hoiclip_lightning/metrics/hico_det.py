@@ -55,36 +55,44 @@ def _check_class_list(name: str, values: Iterable[int] | None, num: int) -> list
     return out
 
 
+def state_array(state: list[Tensor] | Tensor, width: int) -> np.ndarray:
+    """A list state (or its synced, concatenated tensor) as a float64 ``[N, width]`` array."""
+    t = dim_zero_cat(state) if isinstance(state, list) else state
+    return t.detach().cpu().numpy().astype(np.float64, copy=False).reshape(-1, width)
+
+
+def _np(tensors: list[Tensor], width: int) -> np.ndarray:
+    return torch.cat([t.detach().reshape(-1, width) for t in tensors]).cpu().numpy().astype(np.float64)
+
+
 def pack_predictions(preds: Sequence[HOIPrediction], topk: int | None, device: torch.device,
                      label_field: str = "hoi_labels", extra_field: str | None = None) -> tuple[Tensor, Tensor]:
     """Rows ``(8 box, score, label[, extra])`` of a batch, per image descending score (stable), top-k.
 
-    Returns ``(rows [sum K_i * W], counts [B])`` (rows flattened to 1-D, float64).
+    Returns ``(rows [sum K_i * W], counts [B])`` on ``device`` (rows flattened to 1-D, float64). The work is
+    done in NumPy: tiny tensors gain nothing from torch's thread pool and lose a lot on a busy machine.
     """
-    counts = torch.tensor([len(p) for p in preds], dtype=torch.long)
+    counts = np.array([len(p) for p in preds], dtype=np.int64)
     if int(counts.sum()) == 0:
-        return torch.zeros(0, dtype=torch.float64, device=device), counts.to(device)
+        return torch.zeros(0, dtype=torch.float64, device=device), torch.from_numpy(counts).to(device)
     cols = [
-        torch.cat([p.sub_boxes.reshape(-1, 4) for p in preds]).to(device, torch.float64),
-        torch.cat([p.obj_boxes.reshape(-1, 4) for p in preds]).to(device, torch.float64),
-        torch.cat([p.scores.reshape(-1, 1) for p in preds]).to(device, torch.float64),
-        torch.cat([getattr(p, label_field).reshape(-1, 1) for p in preds]).to(device, torch.float64),
+        _np([p.sub_boxes for p in preds], 4),
+        _np([p.obj_boxes for p in preds], 4),
+        _np([p.scores for p in preds], 1),
+        _np([getattr(p, label_field) for p in preds], 1),
     ]
     if extra_field is not None:
-        cols.append(torch.cat([getattr(p, extra_field).reshape(-1, 1) for p in preds]).to(device, torch.float64))
-    rows = torch.cat(cols, dim=1)
-    counts = counts.to(device)
-    img = torch.repeat_interleave(torch.arange(len(preds), device=device), counts)
-    o1 = torch.argsort(-rows[:, 8], stable=True)
-    o2 = torch.argsort(img[o1], stable=True)
-    order = o1[o2]
+        cols.append(_np([getattr(p, extra_field) for p in preds], 1))
+    rows = np.concatenate(cols, axis=1)
+    img = np.repeat(np.arange(len(preds)), counts)
+    order = np.lexsort((-rows[:, 8], img))  # by image, then descending score, ties in input order
     rows = rows[order]
-    if topk is not None and bool((counts > topk).any()):
-        starts = torch.cumsum(counts, 0) - counts
-        rank = torch.arange(rows.shape[0], device=device) - torch.repeat_interleave(starts, counts)
+    if topk is not None and (counts > topk).any():
+        starts = np.cumsum(counts) - counts
+        rank = np.arange(rows.shape[0]) - np.repeat(starts, counts)
         rows = rows[rank < topk]
-        counts = counts.clamp(max=topk)
-    return rows.reshape(-1), counts
+        counts = np.minimum(counts, topk)
+    return torch.from_numpy(rows.reshape(-1)).to(device), torch.from_numpy(counts).to(device)
 
 
 class HICODetMAP(Metric):
@@ -216,36 +224,31 @@ class HICODetMAP(Metric):
                 raise ValueError(f"prediction for image {p.image_id} is paired with the target of image {t.image_id}")
         dev = self.device
         det, n_det = pack_predictions(preds, self.per_image_topk, dev)
-        n_gt = torch.tensor([len(t) for t in targets], dtype=torch.long)
+        n_gt = np.array([len(t) for t in targets], dtype=np.int64)
         if int(n_gt.sum()):
-            gt = torch.cat(
-                [
-                    torch.cat([t.sub_boxes.reshape(-1, 4) for t in targets]).to(dev, torch.float64),
-                    torch.cat([t.obj_boxes.reshape(-1, 4) for t in targets]).to(dev, torch.float64),
-                    torch.cat([t.hoi_labels.reshape(-1, 1) for t in targets]).to(dev, torch.float64),
-                ],
-                dim=1,
+            gt = np.concatenate(
+                [_np([t.sub_boxes for t in targets], 4), _np([t.obj_boxes for t in targets], 4),
+                 _np([t.hoi_labels for t in targets], 1)],
+                axis=1,
             )
-            labels = gt[:, 8]
         else:
-            gt = torch.zeros(0, _GT_W, dtype=torch.float64, device=dev)
-            labels = gt[:, 0]
-        labels = torch.cat([labels, det.reshape(-1, _DET_W)[:, 9]])
-        if labels.numel() and bool(((labels < 0) | (labels >= self.num_hois) | (labels != labels.round())).any()):
+            gt = np.zeros((0, _GT_W))
+        labels = np.concatenate([gt[:, 8], det.reshape(-1, _DET_W)[:, 9].cpu().numpy()])
+        if labels.size and ((labels < 0) | (labels >= self.num_hois) | (labels != np.round(labels))).any():
             raise ValueError(f"HOI labels must be integers in 0..{self.num_hois - 1}")
-        ids = torch.tensor([int(p.image_id) for p in preds], dtype=torch.float64)
-        occ = torch.stack([ids, n_det.cpu().to(torch.float64), n_gt.to(torch.float64)], dim=1).to(dev)
-        self.occurrences.append(occ.reshape(-1))
+        ids = np.array([int(p.image_id) for p in preds], dtype=np.float64)
+        occ = np.stack([ids, n_det.cpu().numpy().astype(np.float64), n_gt.astype(np.float64)], axis=1)
+        self.occurrences.append(torch.from_numpy(occ.reshape(-1)).to(dev))
         self.det_rows.append(det)
-        self.gt_rows.append(gt.reshape(-1))
+        self.gt_rows.append(torch.from_numpy(gt.reshape(-1)).to(dev))
 
     # ------------------------------------------------------------------ gathered data
     def _gathered(self) -> dict[str, np.ndarray] | None:
-        if not self.occurrences:
+        if isinstance(self.occurrences, list) and not self.occurrences:
             return None
-        occ = dim_zero_cat(self.occurrences).detach().cpu().numpy().astype(np.float64).reshape(-1, 3)
-        det = dim_zero_cat(self.det_rows).detach().cpu().numpy().astype(np.float64).reshape(-1, _DET_W)
-        gt = dim_zero_cat(self.gt_rows).detach().cpu().numpy().astype(np.float64).reshape(-1, _GT_W)
+        occ = state_array(self.occurrences, 3)
+        det = state_array(self.det_rows, _DET_W)
+        gt = state_array(self.gt_rows, _GT_W)
         image_ids, det, det_img, gt, gt_img, dup = F.deduplicate_images(occ, det, gt)
         if dup:
             logger.debug("HICODetMAP: %d repeated image occurrence(s) ignored (DDP padding)", dup)
@@ -327,7 +330,7 @@ class HICODetMAP(Metric):
         keep = npos[data["det_cls"]] > 0
         cls = data["det_cls"][keep]
         score = data["det_score"][keep]
-        order = np.lexsort((-score, cls))  # stable: ties keep (image id, within-image) order
+        order = F.class_score_order(cls, score)  # stable: ties keep (image id, within-image) order
         cls = cls[order]
         out = {
             "cls": cls,
@@ -373,7 +376,7 @@ class HICODetMAP(Metric):
         img = data["det_img"][keep]
         boxes = data["det_boxes"][keep].astype(np.float32)
         # claims: per image, descending score, stable (the reference sorts each image's triplets)
-        order = np.lexsort((-score, cls))
+        order = F.class_score_order(cls, score)
         tp_sorted = F.greedy_match(img[order], cls[order], boxes[order], data["gt_img"], data["gt_cls"],
                                    data["gt_boxes"].astype(np.float32), F.iou_reference, self.iou_threshold,
                                    det_is_first_arg=False)
@@ -384,7 +387,7 @@ class HICODetMAP(Metric):
         by_cls = np.argsort(cls, kind="stable")
         cls_sorted = cls[by_cls]
         starts = F.segment_starts(cls_sorted)
-        ends = np.r_[starts[1:], cls_sorted.size]
+        ends = np.r_[starts[1:], cls_sorted.size][: starts.size]
         final = np.empty_like(by_cls)
         for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
             seg = by_cls[s:e]

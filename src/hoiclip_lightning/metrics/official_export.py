@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigurationError
-from .functional import round_half_away, segment_starts
+from .functional import class_score_order, round_half_away, segment_starts
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def write_official_detections(
         num_images = int(cols.max(initial=-1)) + 1
     if cols.size and (cols.min() < 0 or cols.max() >= num_images):
         raise ConfigurationError(f"image columns must be in 0..{num_images - 1}")
-    order = np.lexsort((-scores, hoi))
+    order = class_score_order(hoi, scores)
     hoi, cols, boxes, scores = hoi[order], cols[order], boxes[order], scores[order]
     if max_per_class is not None and hoi.size:
         st = segment_starts(hoi)

@@ -34,13 +34,12 @@ import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics import Metric
-from torchmetrics.utilities import dim_zero_cat
 
 from ..errors import ConfigurationError
 from ..structures import HOIGroundTruth, HOIPrediction
 from ..vocabulary import HOIVocabulary
 from . import functional as F
-from .hico_det import _check_class_list, pack_predictions
+from .hico_det import _check_class_list, _np, pack_predictions, state_array
 
 logger = logging.getLogger(__name__)
 
@@ -119,35 +118,35 @@ class VCOCORoleAP(Metric):
                 raise ValueError(f"prediction for image {p.image_id} is paired with the target of image {t.image_id}")
         dev = self.device
         det, n_det = pack_predictions(preds, self.per_image_topk, dev, "verb_labels", "obj_labels")
-        n_gt = torch.tensor([len(t) for t in targets], dtype=torch.long)
+        n_gt = np.array([len(t) for t in targets], dtype=np.int64)
         if int(n_gt.sum()):
-            gt = torch.cat(
-                [torch.cat([t.sub_boxes.reshape(-1, 4) for t in targets]),
-                 torch.cat([t.obj_boxes.reshape(-1, 4) for t in targets]),
-                 torch.cat([t.verb_labels.reshape(-1, 1) for t in targets]).to(torch.float64),
-                 torch.cat([t.obj_labels.reshape(-1, 1) for t in targets]).to(torch.float64)],
-                dim=1,
-            ).to(dev, torch.float64)
+            gt = np.concatenate(
+                [_np([t.sub_boxes for t in targets], 4), _np([t.obj_boxes for t in targets], 4),
+                 _np([t.verb_labels for t in targets], 1), _np([t.obj_labels for t in targets], 1)],
+                axis=1,
+            )
         else:
-            gt = torch.zeros(0, _GT_W, dtype=torch.float64, device=dev)
-        verbs = torch.cat([gt[:, 8], det.reshape(-1, _DET_W)[:, 9]])
-        if verbs.numel() and bool(((verbs < 0) | (verbs >= self.num_verbs) | (verbs != verbs.round())).any()):
+            gt = np.zeros((0, _GT_W))
+        verbs = np.concatenate([gt[:, 8], det.reshape(-1, _DET_W)[:, 9].cpu().numpy()])
+        if verbs.size and ((verbs < 0) | (verbs >= self.num_verbs) | (verbs != np.round(verbs))).any():
             raise ValueError(f"verb labels must be integers in 0..{self.num_verbs - 1}")
-        ids = torch.tensor([int(p.image_id) for p in preds], dtype=torch.float64)
-        occ = torch.stack([ids, n_det.cpu().to(torch.float64), n_gt.to(torch.float64)], dim=1).to(dev)
+        ids = np.array([int(p.image_id) for p in preds], dtype=np.float64)
+        occ = np.stack([ids, n_det.cpu().numpy().astype(np.float64), n_gt.astype(np.float64)], axis=1)
+        occ = torch.from_numpy(occ).to(dev)
+        gt = torch.from_numpy(gt).to(dev)
         self.occurrences.append(occ.reshape(-1))
         self.det_rows.append(det)
         self.gt_rows.append(gt.reshape(-1))
 
     def compute(self) -> dict[str, Tensor]:
         nv = self.num_verbs
-        if not self.occurrences:
+        if isinstance(self.occurrences, list) and not self.occurrences:
             logger.warning("VCOCORoleAP.compute() called before any update; returning NaN")
             occ, det, gt = np.zeros((0, 3)), np.zeros((0, _DET_W)), np.zeros((0, _GT_W))
         else:
-            occ = dim_zero_cat(self.occurrences).detach().cpu().numpy().astype(np.float64).reshape(-1, 3)
-            det = dim_zero_cat(self.det_rows).detach().cpu().numpy().astype(np.float64).reshape(-1, _DET_W)
-            gt = dim_zero_cat(self.gt_rows).detach().cpu().numpy().astype(np.float64).reshape(-1, _GT_W)
+            occ = state_array(self.occurrences, 3)
+            det = state_array(self.det_rows, _DET_W)
+            gt = state_array(self.gt_rows, _GT_W)
         _, det, det_img, gt, gt_img, _ = F.deduplicate_images(occ, det, gt)
 
         # ---- GT persons: distinct subject boxes per image, in order of first appearance
@@ -192,7 +191,7 @@ class VCOCORoleAP(Metric):
             d_obj[det[:, 10].astype(np.int64) == self.no_object_index] = 0.0
         d_empty = np.all(d_obj == 0.0, axis=1) | np.all(np.isnan(d_obj), axis=1)
 
-        order = np.lexsort((-d_score, d_verb))
+        order = F.class_score_order(d_verb, d_score)
         o_img, o_verb = det_img[order], d_verb[order]
         best_p, best_ov = F.best_pairs(
             o_img, person_img, lambda di, pi: F.iou_vsrl(person_box[pi], d_sub[order][di])

@@ -1,0 +1,85 @@
+"""The `hoiclip` command: LightningCLI subcommands, config files, extra subcommands."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from hoiclip_lightning.cli import format_metric_table, main
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml")
+                 if p.parent.name not in ("data", "model", "sweeps") and p.name != "trainer_paper.yaml")
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_print_config_of_every_experiment_file(config, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(config), "--print_config"])
+    assert exit_info.value.code == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["model"]["class_path"] == "hoiclip_lightning.models.HOICLIPModule"
+    assert printed["data"]["class_path"] == "hoiclip_lightning.data.HOIDataModule"
+    assert "net" in printed["model"]["init_args"]
+
+
+def test_paper_config_values():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "hoiclip_lightning.cli", "fit", "--config",
+                          str(ROOT / "configs/hico_det.yaml"), "--print_config"],
+                         capture_output=True, text=True, check=True, cwd=ROOT).stdout
+    cfg = yaml.safe_load(out)
+    net = cfg["model"]["init_args"]["net"]
+    assert (net["backbone"], net["clip_model"], net["clip_pretrained"]) == ("resnet50", "ViT-B-32", "openai")
+    assert (net["num_queries"], net["dec_layers"], net["inter_dec_layers"], net["enc_layers"]) == (64, 3, 3, 6)
+    assert cfg["trainer"]["max_epochs"] == 90 and cfg["trainer"]["gradient_clip_val"] == 0.1
+    assert cfg["model"]["init_args"]["optimizer"]["lr_drop_epochs"] == [60]
+    assert cfg["data"]["init_args"]["batch_size"] == 8
+
+
+def test_fit_then_test_on_fixture(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    main(["fit", "--config", "tests/conf/hico_tiny.yaml", "--trainer.limit_train_batches", "2",
+          "--trainer.limit_val_batches", "1", "--trainer.default_root_dir", str(tmp_path),
+          "--model.init_args.per_class_ap_dir", str(tmp_path), "--test_after_fit", "true"])
+    out = capsys.readouterr().out
+    assert "HOI detection mAP (test split)" in out
+    assert "| HOICLIP        |" in out and "| HOICLIP + TFE  |" in out
+    csv_lines = (tmp_path / "per_class_ap.csv").read_text().splitlines()
+    assert csv_lines[0].startswith("hoi_id,verb,object,prompt,train_instances")
+    assert len(csv_lines) == 1 + 600
+
+
+def test_vocabulary_and_zero_shot_are_linked_from_data(tmp_path, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    from hoiclip_lightning.cli import HOICLIPCLI
+    from hoiclip_lightning.data import HOIDataModule
+    from hoiclip_lightning.models import HOICLIPModule
+
+    cli = HOICLIPCLI(HOICLIPModule, HOIDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
+                     args=["--config", "tests/conf/hico_tiny.yaml", "--data.init_args.zero_shot", "rare_first"])
+    assert cli.model.zero_shot == "rare_first"
+    assert cli.model.vocab.name == "hico_det"
+    assert len(cli.model.model.train_hoi_ids) == 480
+
+
+def test_synth_subcommand(tmp_path, capsys):
+    main(["synth", "--out", str(tmp_path / "s"), "--seed", "3", "--num-train", "6", "--num-test", "3"])
+    records = json.loads((tmp_path / "s/annotations/trainval_hico.json").read_text())
+    assert len(records) == 6
+    assert (tmp_path / "s/vocabulary.json").is_file()
+    main(["synth", "--out", str(tmp_path / "s"), "--num-train", "6", "--num-test", "3"])
+    assert "already present" in capsys.readouterr().out
+
+
+def test_format_metric_table_hand_case():
+    table = format_metric_table({"test/mAP_full": 34.691, "test/mAP_rare": 31.12, "test/mAP_non_rare": 35.74,
+                                 "test/tfe/mAP_full": 35.0})
+    lines = table.splitlines()
+    assert lines[1].split("|")[2].strip() == "Full" and len(lines) == 5
+    assert "34.69" in lines[3] and "31.12" in lines[3]
+    assert lines[4].split("|")[2].strip() == "35.00" and lines[4].split("|")[3].strip() == "-"
+    assert format_metric_table({}) == ""
