@@ -24,7 +24,7 @@ install: $(STAMP)
 
 quickstart: $(STAMP)
 	$(BIN)/hoiclip synth --out $(SYNTH_DIR) --seed 0 --num-train 400 --num-test 100
-	$(BIN)/hoiclip quickstart --config configs/quickstart.yaml
+	$(BIN)/hoiclip fit --config configs/quickstart.yaml
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 tests

@@ -21,7 +21,7 @@ from ..errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
-RESNET_DEPTHS = ("resnet18", "resnet34", "resnet50", "resnet101")
+RESNET_DEPTHS = ("resnet10", "resnet18", "resnet34", "resnet50", "resnet101")
 _TRAINABLE_STAGES = ("layer2", "layer3", "layer4")
 
 
@@ -33,7 +33,7 @@ class Backbone(nn.Module):
     ``train_backbone`` is True, otherwise the whole ResNet is frozen.
 
     Args:
-        name: ``resnet18``, ``resnet34``, ``resnet50`` or ``resnet101``.
+        name: ``resnet10`` (one block per stage, for CPU tests), ``resnet18``, ``resnet34``, ``resnet50`` or ``resnet101``.
         train_backbone: train ``layer2``-``layer4``.
 
     Attributes:
@@ -44,12 +44,17 @@ class Backbone(nn.Module):
         super().__init__()
         if name not in RESNET_DEPTHS:
             raise ConfigurationError(f"unknown backbone {name!r}; accepted: {RESNET_DEPTHS}")
-        resnet = getattr(torchvision.models, name)(weights=None, norm_layer=FrozenBatchNorm2d)
+        if name == "resnet10":  # one BasicBlock per stage: a cheap depth for CPU tests and the quickstart
+            from torchvision.models.resnet import BasicBlock, ResNet
+
+            resnet = ResNet(BasicBlock, [1, 1, 1, 1], norm_layer=FrozenBatchNorm2d)
+        else:
+            resnet = getattr(torchvision.models, name)(weights=None, norm_layer=FrozenBatchNorm2d)
         for pname, param in resnet.named_parameters():
             trainable = train_backbone and any(stage in pname for stage in _TRAINABLE_STAGES)
             param.requires_grad_(trainable)
         self.body = IntermediateLayerGetter(resnet, return_layers={"layer4": "0"})
-        self.num_channels = 512 if name in ("resnet18", "resnet34") else 2048
+        self.num_channels = 512 if name in ("resnet10", "resnet18", "resnet34") else 2048
         self.name = name
 
     def forward(self, images: Tensor, pixel_mask: Tensor) -> tuple[Tensor, Tensor]:

@@ -17,7 +17,8 @@ class HOICLIPConfig:
     """Architecture of :class:`~hoiclip_lightning.models.HOICLIP`.
 
     Attributes:
-        backbone: torchvision ResNet depth (frozen batch norm; stem and layer1 frozen).
+        backbone: torchvision ResNet depth (frozen batch norm; stem and layer1 frozen); ``resnet10`` (one
+            block per stage) is a cheap variant for CPU tests and the quickstart.
         train_backbone: train ResNet layer2-4 (at ``lr_backbone``); False freezes the whole ResNet.
         hidden_dim: DETR width d.
         nheads: attention heads of the DETR encoder and instance decoder.
@@ -50,7 +51,7 @@ class HOICLIPConfig:
         aux_loss: return auxiliary outputs of every decoder layer.
     """
 
-    backbone: Literal["resnet18", "resnet34", "resnet50", "resnet101"] = "resnet50"
+    backbone: Literal["resnet10", "resnet18", "resnet34", "resnet50", "resnet101"] = "resnet50"
     train_backbone: bool = True
     hidden_dim: int = 256
     nheads: int = 8
