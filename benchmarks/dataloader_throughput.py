@@ -35,7 +35,8 @@ def main() -> None:
                        train_scales=[176, 192, 208, 224], train_max_size=288, crop_resize_scales=[160, 192, 224],
                        crop_min_size=128, crop_max_size=224, test_scale=208, test_max_size=288, clip_image_size=64)
     dm.setup("fit")
-    for split, loader in (("train (augmented)", dm.train_dataloader()), ("test (eval transform)", dm.test_dataloader())):
+    loaders = (("train (augmented)", dm.train_dataloader()), ("test (eval transform)", dm.test_dataloader()))
+    for split, loader in loaders:
         it = iter(loader)
         next(it)  # worker start-up is not counted
         t0 = time.perf_counter()

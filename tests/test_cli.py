@@ -83,3 +83,12 @@ def test_format_metric_table_hand_case():
     assert "34.69" in lines[3] and "31.12" in lines[3]
     assert lines[4].split("|")[2].strip() == "35.00" and lines[4].split("|")[3].strip() == "-"
     assert format_metric_table({}) == ""
+
+
+def test_vcoco_fixture_logs_role_ap(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    main(["fit", "--config", "tests/conf/vcoco_tiny.yaml", "--trainer.limit_train_batches", "1",
+          "--trainer.limit_val_batches", "1", "--trainer.default_root_dir", str(tmp_path),
+          "--model.init_args.per_class_ap_dir", str(tmp_path), "--test_after_fit", "true"])
+    out = capsys.readouterr().out
+    assert "Role AP S1" in out and "Role AP S2" in out

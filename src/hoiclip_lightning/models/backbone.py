@@ -33,7 +33,8 @@ class Backbone(nn.Module):
     ``train_backbone`` is True, otherwise the whole ResNet is frozen.
 
     Args:
-        name: ``resnet10`` (one block per stage, for CPU tests), ``resnet18``, ``resnet34``, ``resnet50`` or ``resnet101``.
+        name: ``resnet10`` (one block per stage, for CPU tests), ``resnet18``,
+            ``resnet34``, ``resnet50`` or ``resnet101``.
         train_backbone: train ``layer2``-``layer4``.
 
     Attributes:

@@ -70,7 +70,7 @@ class HOICLIPModule(L.LightningModule):
         per_class_ap_dir: str | None = None,
     ) -> None:
         super().__init__()
-        from ..metrics import HICODetMAP
+        from ..metrics import HICODetMAP, VCOCORoleAP
         from .criterion import SetCriterion
         from .hoiclip import HOICLIP
         from .postprocess import HOIPostProcessor
@@ -117,6 +117,10 @@ class HOICLIPModule(L.LightningModule):
         self.use_tfe = pp.tfe and self.net_config.clip_model is not None
         self.val_metric_tfe = self._metric_factory(rare) if self.use_tfe else None
         self.test_metric_tfe = self._metric_factory(rare) if self.use_tfe else None
+        # V-COCO-style vocabularies (roles without object) also get the role AP of Scenario 1 and 2
+        has_roles = self.vocab.no_object_index is not None
+        self.val_role_metric = VCOCORoleAP(self.vocab) if has_roles else None
+        self.test_role_metric = VCOCORoleAP(self.vocab) if has_roles else None
         self.hoi_train_counts: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ set-up
@@ -173,7 +177,7 @@ class HOICLIPModule(L.LightningModule):
         )
         return loss
 
-    def _eval_step(self, batch: HOIBatch, metric, metric_tfe) -> list[HOIPrediction]:
+    def _eval_step(self, batch: HOIBatch, metric, metric_tfe, role_metric=None) -> list[HOIPrediction]:
         outputs = self(batch, all_classes=True)
         orig_sizes = torch.stack([t.orig_size for t in batch.targets]).to(outputs.sub_boxes.device)
         image_ids = [int(t.image_id) for t in batch.targets]
@@ -181,6 +185,8 @@ class HOICLIPModule(L.LightningModule):
         gts = [t.gt for t in batch.targets]
         if all(g is not None for g in gts):
             metric.update(preds, gts)
+            if role_metric is not None:
+                role_metric.update(preds, gts)
             if metric_tfe is not None and outputs.clip_logits is not None:
                 from .enhancement import training_free_enhancement
 
@@ -193,10 +199,10 @@ class HOICLIPModule(L.LightningModule):
         return preds
 
     def validation_step(self, batch: HOIBatch, batch_idx: int) -> None:
-        self._eval_step(batch, self.val_metric, self.val_metric_tfe)
+        self._eval_step(batch, self.val_metric, self.val_metric_tfe, self.val_role_metric)
 
     def test_step(self, batch: HOIBatch, batch_idx: int) -> None:
-        self._eval_step(batch, self.test_metric, self.test_metric_tfe)
+        self._eval_step(batch, self.test_metric, self.test_metric_tfe, self.test_role_metric)
 
     def predict_step(self, batch: HOIBatch, batch_idx: int, dataloader_idx: int = 0) -> list[HOIPrediction]:
         outputs = self(batch, all_classes=True)
@@ -223,11 +229,15 @@ class HOICLIPModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_metric(self.val_metric, "val")
+        if self.val_role_metric is not None:
+            self._log_metric(self.val_role_metric, "val")
         if self.val_metric_tfe is not None:
             self._log_metric(self.val_metric_tfe, "val/tfe")
 
     def on_test_epoch_end(self) -> None:
         result = self._log_metric(self.test_metric, "test")
+        if self.test_role_metric is not None:
+            self._log_metric(self.test_role_metric, "test")
         if self.test_metric_tfe is not None:
             self._log_metric(self.test_metric_tfe, "test/tfe")
         if self.trainer.is_global_zero and "ap_per_class" in result:
