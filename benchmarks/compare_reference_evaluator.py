@@ -126,7 +126,8 @@ def make_inputs(anno: dict, vocab: dict, num_images: int, num_queries: int, seed
                 hoi_p[k, gt_hoi[g]] = 0.55 + 0.45 * torch.rand((), generator=gen)
                 obj_logits[k, hoi_to_object[gt_hoi[g]]] += 3.0 * torch.rand((), generator=gen)
         hoi_p[:, dead_classes] = 0.0
-        images.append(dict(sub=sub, obj=obj, hoi_p=hoi_p, obj_logits=obj_logits, size=(h, w), bh=bh, bo=bo, gt_hoi=gt_hoi))
+        images.append(dict(sub=sub, obj=obj, hoi_p=hoi_p, obj_logits=obj_logits, size=(h, w), bh=bh, bo=bo,
+                           gt_hoi=gt_hoi))
     return images, hoi_to_verb, hoi_to_object
 
 
