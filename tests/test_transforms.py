@@ -105,7 +105,8 @@ def test_train_transform_keeps_boxes_consistent(w, h, raw, seed):
     gen = torch.Generator().manual_seed(seed)
     img, out, keep = tf(Image.new("RGB", (w, h)), boxes, generator=gen)
     iw, ih = img.size
-    assert min(iw, ih) in (20, 24) or max(iw, ih) <= 40
+    # the DETR size rule shrinks the short side so the long side fits max_size; rounding can add 1 pixel
+    assert min(iw, ih) in (20, 24) or max(iw, ih) <= 40 + 1
     assert out.shape == (keep.shape[0], 4)
     assert keep.tolist() == sorted(set(keep.tolist())) and all(0 <= k < len(boxes) for k in keep.tolist())
     assert bool((out[:, 2] > out[:, 0]).all()) and bool((out[:, 3] > out[:, 1]).all())
@@ -118,7 +119,7 @@ def test_train_transform_keeps_boxes_consistent(w, h, raw, seed):
     assert keep2.tolist() == list(range(len(boxes)))
     sx, sy = img2.size[0] / w, img2.size[1] / h
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) * sx * sy
-    assert torch.allclose((out2[:, 2] - out2[:, 0]) * (out2[:, 3] - out2[:, 1]), area, rtol=1e-4)
+    assert torch.allclose((out2[:, 2] - out2[:, 0]) * (out2[:, 3] - out2[:, 1]), area, rtol=1e-4, atol=1e-3)
 
 
 def test_train_transform_deterministic_with_generator():
