@@ -147,7 +147,7 @@ def main(args: list[str] | None = None) -> None:
         seed_everything_default=42,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
-        args=argv,
+        args=None if args is None else argv,  # None: LightningCLI reads sys.argv itself
     )
 
 
