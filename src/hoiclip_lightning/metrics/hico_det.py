@@ -65,6 +65,16 @@ def _np(tensors: list[Tensor], width: int) -> np.ndarray:
     return torch.cat([t.detach().reshape(-1, width) for t in tensors]).cpu().numpy().astype(np.float64)
 
 
+def check_paired(preds: Sequence[HOIPrediction], targets: Sequence[HOIGroundTruth]) -> bool:
+    """Raise ``ValueError`` unless predictions and targets pair up image by image; False when both are empty."""
+    if len(preds) != len(targets):
+        raise ValueError(f"update got {len(preds)} predictions but {len(targets)} targets")
+    for p, t in zip(preds, targets, strict=True):
+        if int(p.image_id) != int(t.image_id):
+            raise ValueError(f"prediction for image {p.image_id} is paired with the target of image {t.image_id}")
+    return bool(preds)
+
+
 def pack_predictions(preds: Sequence[HOIPrediction], topk: int | None, device: torch.device,
                      label_field: str = "hoi_labels", extra_field: str | None = None) -> tuple[Tensor, Tensor]:
     """Rows ``(8 box, score, label[, extra])`` of a batch, per image descending score (stable), top-k.
@@ -215,13 +225,8 @@ class HICODetMAP(Metric):
     # ------------------------------------------------------------------ update
     def update(self, preds: Sequence[HOIPrediction], targets: Sequence[HOIGroundTruth]) -> None:
         """Add a batch: one :class:`HOIPrediction` and one :class:`HOIGroundTruth` per image, same order."""
-        if len(preds) != len(targets):
-            raise ValueError(f"update got {len(preds)} predictions but {len(targets)} targets")
-        if not preds:
+        if not check_paired(preds, targets):
             return
-        for p, t in zip(preds, targets, strict=True):
-            if int(p.image_id) != int(t.image_id):
-                raise ValueError(f"prediction for image {p.image_id} is paired with the target of image {t.image_id}")
         dev = self.device
         det, n_det = pack_predictions(preds, self.per_image_topk, dev)
         n_gt = np.array([len(t) for t in targets], dtype=np.int64)

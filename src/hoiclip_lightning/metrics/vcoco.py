@@ -39,7 +39,7 @@ from ..errors import ConfigurationError
 from ..structures import HOIGroundTruth, HOIPrediction
 from ..vocabulary import HOIVocabulary
 from . import functional as F
-from .hico_det import _check_class_list, _np, pack_predictions, state_array
+from .hico_det import _check_class_list, _np, check_paired, pack_predictions, state_array
 
 logger = logging.getLogger(__name__)
 
@@ -109,13 +109,8 @@ class VCOCORoleAP(Metric):
 
     def update(self, preds: Sequence[HOIPrediction], targets: Sequence[HOIGroundTruth]) -> None:
         """Add a batch: one prediction and one ground truth per image (``verb_labels`` = action-role class)."""
-        if len(preds) != len(targets):
-            raise ValueError(f"update got {len(preds)} predictions but {len(targets)} targets")
-        if not preds:
+        if not check_paired(preds, targets):
             return
-        for p, t in zip(preds, targets, strict=True):
-            if int(p.image_id) != int(t.image_id):
-                raise ValueError(f"prediction for image {p.image_id} is paired with the target of image {t.image_id}")
         dev = self.device
         det, n_det = pack_predictions(preds, self.per_image_topk, dev, "verb_labels", "obj_labels")
         n_gt = np.array([len(t) for t in targets], dtype=np.int64)

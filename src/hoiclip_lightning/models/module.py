@@ -177,25 +177,32 @@ class HOICLIPModule(L.LightningModule):
         )
         return loss
 
-    def _eval_step(self, batch: HOIBatch, metric, metric_tfe, role_metric=None) -> list[HOIPrediction]:
-        outputs = self(batch, all_classes=True)
+    def _enhanced_scores(self, outputs) -> torch.Tensor | None:
+        """HOI probabilities after the training-free enhancement, or None when it is off or CLIP is absent."""
+        if not self.use_tfe or outputs.clip_logits is None:
+            return None
+        from .enhancement import training_free_enhancement
+
+        pp = self.postprocess_config
+        return training_free_enhancement(outputs.hoi_logits.float().sigmoid(), outputs.clip_logits.float(),
+                                         pp.tfe_topk, pp.tfe_weight, pp.tfe_mode)
+
+    def _postprocess(self, outputs, batch: HOIBatch, hoi_scores: torch.Tensor | None = None) -> list[HOIPrediction]:
         orig_sizes = torch.stack([t.orig_size for t in batch.targets]).to(outputs.sub_boxes.device)
         image_ids = [int(t.image_id) for t in batch.targets]
-        preds = self.postprocessor(outputs, orig_sizes, image_ids)
+        return self.postprocessor(outputs, orig_sizes, image_ids, hoi_scores=hoi_scores)
+
+    def _eval_step(self, batch: HOIBatch, metric, metric_tfe, role_metric=None) -> list[HOIPrediction]:
+        outputs = self(batch, all_classes=True)
+        preds = self._postprocess(outputs, batch)
         gts = [t.gt for t in batch.targets]
         if all(g is not None for g in gts):
             metric.update(preds, gts)
             if role_metric is not None:
                 role_metric.update(preds, gts)
-            if metric_tfe is not None and outputs.clip_logits is not None:
-                from .enhancement import training_free_enhancement
-
-                pp = self.postprocess_config
-                enhanced = training_free_enhancement(
-                    outputs.hoi_logits.float().sigmoid(), outputs.clip_logits.float(), pp.tfe_topk, pp.tfe_weight,
-                    pp.tfe_mode,
-                )
-                metric_tfe.update(self.postprocessor(outputs, orig_sizes, image_ids, hoi_scores=enhanced), gts)
+            enhanced = self._enhanced_scores(outputs) if metric_tfe is not None else None
+            if enhanced is not None:
+                metric_tfe.update(self._postprocess(outputs, batch, enhanced), gts)
         return preds
 
     def validation_step(self, batch: HOIBatch, batch_idx: int) -> None:
@@ -206,18 +213,7 @@ class HOICLIPModule(L.LightningModule):
 
     def predict_step(self, batch: HOIBatch, batch_idx: int, dataloader_idx: int = 0) -> list[HOIPrediction]:
         outputs = self(batch, all_classes=True)
-        orig_sizes = torch.stack([t.orig_size for t in batch.targets]).to(outputs.sub_boxes.device)
-        image_ids = [int(t.image_id) for t in batch.targets]
-        hoi_scores = None
-        pp = self.postprocess_config
-        if self.use_tfe and outputs.clip_logits is not None:
-            from .enhancement import training_free_enhancement
-
-            hoi_scores = training_free_enhancement(
-                outputs.hoi_logits.float().sigmoid(), outputs.clip_logits.float(), pp.tfe_topk, pp.tfe_weight,
-                pp.tfe_mode,
-            )
-        return self.postprocessor(outputs, orig_sizes, image_ids, hoi_scores=hoi_scores)
+        return self._postprocess(outputs, batch, self._enhanced_scores(outputs))
 
     # ------------------------------------------------------------------ metric logging
     def _log_metric(self, metric, prefix: str) -> dict[str, torch.Tensor]:
@@ -282,14 +278,11 @@ class HOICLIPModule(L.LightningModule):
         fig.savefig(path, dpi=100)
         plt.close(fig)
         for logger in self.loggers:
-            experiment = getattr(logger, "experiment", None)
-            if hasattr(logger, "log_image"):
+            if hasattr(logger, "log_image"):  # e.g. WandbLogger
                 try:
                     logger.log_image(key="test/ap_vs_train_instances", images=[str(path)])
                 except Exception as err:
                     log.debug("logger %s could not take the image: %s", type(logger).__name__, err)
-            elif experiment is not None and hasattr(experiment, "add_figure"):
-                pass
 
     # ------------------------------------------------------------------ optimisation
     def configure_optimizers(self) -> dict[str, Any]:
