@@ -199,3 +199,43 @@ def test_invalid_arguments():
         SetCriterion(2, config=LossConfig(focal_alpha=1.5))
     with pytest.raises(ValueError, match="num_obj_classes"):
         SetCriterion(3, aux_loss=False)(hand_outputs(), [hand_target()])
+
+
+def test_dense_targets_and_loss_on_a_hand_made_case():
+    from torchvision.ops import sigmoid_focal_loss
+
+    from hoiclip_lightning.models.criterion import dense_loss, dense_targets
+
+    # a 64x96 image, 4x6 cells of 16 px; human covers x 0-36, y 0-64; a class-1 object x 48-80, y 16-32
+    tgt = HOITarget(
+        sub_boxes=torch.tensor([[18 / 96, 32 / 64, 36 / 96, 64 / 64]]),
+        obj_boxes=torch.tensor([[64 / 96, 24 / 64, 32 / 96, 16 / 64]]),
+        obj_labels=torch.tensor([1]),
+        verb_labels=torch.tensor([[0.0, 1.0]]),
+        hoi_labels=torch.zeros(1, 3),
+        image_id=0,
+        orig_size=torch.tensor([64, 96]),
+        size=torch.tensor([64, 96]),
+    )
+    t = dense_targets(tgt, 4, 6, (16.0, 16.0), num_obj_classes=2)
+    assert t.shape == (4, 6, 2 + 1 + 2)
+    human = torch.zeros(4, 6)
+    human[:, :2] = 1  # cell centres x = 8, 24 lie in [0, 36]; 40 does not
+    obj = torch.zeros(4, 6)
+    obj[1, 3:5] = 1  # centre y = 24 in [16, 32]; x = 56, 72 in [48, 80]
+    assert torch.equal(t[..., 0], torch.zeros(4, 6)) and torch.equal(t[..., 1], obj)
+    assert torch.equal(t[..., 2], human) and torch.equal(t[..., 4], human)
+    assert torch.equal(t[..., 3], torch.zeros(4, 6))
+
+    logits = torch.randn(1, 4, 6, 5)
+    valid = torch.ones(1, 4, 6, dtype=torch.bool)
+    valid[0, :, 5] = False  # a padded column
+    out = HOIOutputs(torch.rand(1, 2, 4), torch.rand(1, 2, 4), torch.randn(1, 2, 3), torch.randn(1, 2, 3),
+                     dense_logits=logits, dense_valid=valid, dense_cell_size=(16.0, 16.0))
+    expected = (sigmoid_focal_loss(logits[0, :, :5], t[:, :5], reduction="sum") / t[:, :5].sum())
+    assert torch.allclose(dense_loss(out, [tgt], 2), expected)
+    losses = SetCriterion(num_obj_classes=2, config=LossConfig(dense_loss_coef=3.0), aux_loss=False)(out, [tgt])
+    plain = SetCriterion(num_obj_classes=2, aux_loss=False)(
+        HOIOutputs(out.sub_boxes, out.obj_boxes, out.obj_logits, out.hoi_logits), [tgt])
+    assert "loss_dense" not in plain
+    assert torch.allclose(losses["loss"], plain["loss"] + 3.0 * expected)

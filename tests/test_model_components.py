@@ -40,6 +40,25 @@ def test_backbone_shapes_mask_and_freezing():
         Backbone("resnet9")
 
 
+@pytest.mark.parametrize("norm, norm_type", [("batch_norm", torch.nn.BatchNorm2d), ("group_norm", torch.nn.GroupNorm)])
+def test_backbone_trained_from_scratch_normalises_and_trains_every_stage(norm, norm_type):
+    torch.manual_seed(0)
+    backbone = Backbone("resnet10", train_backbone=True, norm=norm)
+    norms = [m for m in backbone.modules() if isinstance(m, norm_type)]
+    assert len(norms) == 1 + 4 * 2 + 3  # stem, two per BasicBlock, one per down-sampling shortcut
+    assert all(p.requires_grad for p in backbone.parameters())
+    assert not any(p.requires_grad for p in Backbone("resnet10", False, norm).parameters())
+    x, mask = torch.randn(4, 3, 64, 64), torch.zeros(4, 64, 64, dtype=torch.bool)
+    feats, _ = backbone(x, mask)
+    assert feats.shape == (4, 512, 2, 2)
+    # normalised: the features do not scale with the input; frozen (identity) batch norm: they do, linearly
+    assert torch.allclose(backbone(10 * x, mask)[0], feats, atol=1e-3 * feats.abs().max().item())
+    frozen = Backbone("resnet10", True, "frozen_bn")
+    assert torch.allclose(frozen(10 * x, mask)[0], 10 * frozen(x, mask)[0], rtol=1e-4, atol=1e-4)
+    with pytest.raises(ConfigurationError, match="backbone_norm"):
+        Backbone("resnet10", True, "layer_norm")
+
+
 def test_sine_position_encoding_matches_formula():
     enc = PositionEmbeddingSine(num_pos_feats=4)
     mask = torch.zeros(1, 2, 4, dtype=torch.bool)

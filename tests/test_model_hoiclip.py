@@ -291,3 +291,18 @@ def test_load_detr_checkpoint_maps_detr_names(vocab, tmp_path):
 def test_config_is_a_plain_dataclass():
     # the model reads only documented fields of HOICLIPConfig
     assert {f.name for f in dataclasses.fields(HOICLIPConfig)} >= {"clip_retrieval", "verb_adapter", "text_init"}
+
+
+def test_dense_aux_head_adds_only_its_head_and_a_valid_cell_grid(vocab, inputs):
+    plain = build(vocab).eval()
+    dense = build(vocab, dense_aux_head=True).eval()
+    assert names(dense) - names(plain) == {"dense_class_embed.weight", "dense_class_embed.bias"}
+    dense.load_state_dict(plain.state_dict(), strict=False)
+    with torch.no_grad():
+        a, b = plain(*inputs), dense(*inputs)
+    assert a.dense_logits is None
+    torch.testing.assert_close(a.hoi_logits, b.hoi_logits)  # the head adds a loss, never changes predictions
+    # 96x64 input -> 3x2 cells of 32 px; image 1 is 64 px high, so its last row is padding
+    assert b.dense_logits.shape == (2, 3, 2, vocab.num_objects + 1 + vocab.num_verbs)
+    assert b.dense_cell_size == (32.0, 32.0)
+    assert b.dense_valid[0].all() and b.dense_valid[1, :2].all() and not b.dense_valid[1, 2].any()

@@ -169,7 +169,20 @@ def test_refuses_non_empty_dir_unless_overwrite(tmp_path):
         assert im.size == (128, 128)
 
 
-@pytest.mark.parametrize("kwargs", [{"num_train": 0}, {"num_test": -1}, {"image_size": 16}, {"workers": 0}])
+def test_easy_world_has_one_pair_per_image_and_a_plain_background(tmp_path):
+    generate_synthetic_dataset(tmp_path, seed=3, num_train=12, num_test=0, image_size=96, max_people=1,
+                               distractors=False, clutter=False)
+    records = json.loads((tmp_path / "annotations" / "trainval_hico.json").read_text())
+    for rec in records:
+        assert len(rec["annotations"]) == 2  # the person and the object of its interaction
+        assert {(h["subject_id"], h["object_id"]) for h in rec["hoi_annotation"]} == {(0, 1)}
+        with Image.open(tmp_path / "images" / "train2015" / rec["file_name"]) as im:
+            corner = np.asarray(im.convert("RGB"), dtype=np.float32)[:8, :8]
+        assert corner.std(axis=(0, 1)).max() < 12  # plain sky: only the pixel noise (sigma 6) and JPEG
+
+
+@pytest.mark.parametrize("kwargs", [{"num_train": 0}, {"num_test": -1}, {"image_size": 16}, {"workers": 0},
+                                    {"max_people": 0}, {"max_people": 4}])
 def test_invalid_arguments(tmp_path, kwargs):
     with pytest.raises(ConfigurationError):
         generate_synthetic_dataset(tmp_path / "x", **kwargs)

@@ -119,6 +119,10 @@ class HOIOutputs:
         clip_image_embeds: ``[B, E]`` L2-normalised CLIP image embedding; ``None`` if CLIP is off.
         hoi_features: ``[B, Q, E]`` L2-normalised interaction features; ``None`` if not computed.
         aux: outputs of the earlier decoder layers (same fields, ``aux=None``), first layer first.
+        dense_logits: ``[B, h, w, C_obj + 1 + C_verb]`` per-cell logits of the optional dense auxiliary
+            head on the encoder memory (object classes, "subject human", verbs); ``None`` when off.
+        dense_valid: ``[B, h, w]`` bool, True on cells of the image (not padding).
+        dense_cell_size: ``(cell height, cell width)`` of the feature map in padded-image pixels.
     """
 
     sub_boxes: Tensor
@@ -129,6 +133,9 @@ class HOIOutputs:
     clip_image_embeds: Tensor | None = None
     hoi_features: Tensor | None = None
     aux: list[HOIOutputs] | None = None
+    dense_logits: Tensor | None = None
+    dense_valid: Tensor | None = None
+    dense_cell_size: tuple[float, float] | None = None
 
 
 @dataclass

@@ -466,14 +466,14 @@ def _dashed(d: ImageDraw.ImageDraw, a: Pt, b: Pt, color: tuple[int, int, int], o
         t += on + off
 
 
-def _background(rng: np.random.Generator, size: int) -> Image.Image:
+def _background(rng: np.random.Generator, size: int, clutter: bool = True) -> Image.Image:
     base = rng.integers(175, 236, size=3)
     img = Image.new("RGB", (size, size), tuple(int(c) for c in base))
     d = ImageDraw.Draw(img)
     horizon = int(rng.uniform(0.45, 0.7) * size)
     ground = np.clip(base + rng.integers(-25, 10, size=3), 150, 245)
     d.rectangle([0, horizon, size, size], fill=tuple(int(c) for c in ground))
-    for _ in range(int(rng.integers(3, 8))):
+    for _ in range(int(rng.integers(3, 8)) if clutter else 0):
         c = np.clip(base + rng.integers(-22, 22, size=3), 150, 250)
         x, y = rng.uniform(-0.2, 1.0, size=2) * size
         w, h = rng.uniform(0.1, 0.5, size=2) * size
@@ -495,13 +495,13 @@ def _choice(rng: np.random.Generator, seq: list[Any]) -> Any:
     return seq[int(rng.integers(len(seq)))]
 
 
-def _render(args: tuple[int, str, int, int, str]) -> tuple[dict[str, Any], str]:
+def _render(args: tuple[int, str, int, int, str, int, bool, bool]) -> tuple[dict[str, Any], str]:
     """Render one image, write it, and return its annotation record and caption."""
-    seed, split, index, size, image_dir = args
+    seed, split, index, size, image_dir, max_people, distractors_on, clutter = args
     rng = np.random.default_rng([seed, _SPLITS[split][2], index])
     weights = np.array([_DESIGN_WEIGHTS[p] for p in _HOI_PAIRS], dtype=np.float64)
     weights /= weights.sum()
-    n_people = int(rng.choice([1, 2, 3], p=[0.4, 0.4, 0.2]))
+    n_people = min(int(rng.choice([1, 2, 3], p=[0.4, 0.4, 0.2])), max_people)
     groups = []
     for _ in range(n_people):
         c = int(rng.choice(len(_HOI_PAIRS), p=weights))
@@ -540,7 +540,7 @@ def _render(args: tuple[int, str, int, int, str]) -> tuple[dict[str, Any], str]:
         g["gy"] = float(rng.uniform(lo_g, max(lo_g, hi_g)))
         x += wd * h + gap
 
-    img = _background(rng, size)
+    img = _background(rng, size, clutter)
     canvas = img.convert("RGBA")
     entities: list[dict[str, Any]] = []  # {"kind": "person"/obj, "bbox"}
     line_layer = Image.new("RGBA", (size, size), (0, 0, 0, 0))
@@ -557,6 +557,7 @@ def _render(args: tuple[int, str, int, int, str]) -> tuple[dict[str, Any], str]:
     # distractors first (drawn behind), placed away from the groups
     placed = [_box_px(g["ext"], g["ox"], g["gy"], h, g["flip"]) for g in groups]
     n_extra = int(rng.integers(0, 4 - len(groups) + 1)) if rng.random() < 0.5 else 0
+    n_extra = n_extra if distractors_on else 0
     distractors = []
     for _ in range(n_extra):
         obj = _choice(rng, OBJECTS[1:])
@@ -655,7 +656,8 @@ def _caption(groups: list[dict[str, Any]], distractors: list[str]) -> str:
 
 # ---------------------------------------------------------------------------------------------- driver
 def generate_synthetic_dataset(out: str | Path, seed: int = 0, num_train: int = 400, num_test: int = 100,
-                               image_size: int = 224, overwrite: bool = False, workers: int = 1) -> SyntheticSummary:
+                               image_size: int = 224, overwrite: bool = False, workers: int = 1,
+                               max_people: int = 3, distractors: bool = True, clutter: bool = True) -> SyntheticSummary:
     """Write a synthetic HOI dataset in the HICO-DET layout under ``out``.
 
     Layout: ``images/{train2015,test2015}/*.jpg``, ``annotations/{trainval_hico,test_hico}.json``,
@@ -671,6 +673,13 @@ def generate_synthetic_dataset(out: str | Path, seed: int = 0, num_train: int = 
         overwrite: replace the generated files of an existing non-empty root.
         workers: processes used to render (1 = in this process; the spawn start-up makes 2+ pay off only
             for large images or many thousands of them).
+        max_people: at most this many people (1 to 3) per image; each brings its interaction group.
+        distractors: also draw objects nobody interacts with (they are annotated, without HOI).
+        clutter: draw background shapes (False: plain sky and ground).
+
+    The defaults give the full world of the tests; ``max_people=1, distractors=False, clutter=False``
+    gives the easier world of the CPU quickstart (one annotated pair per image, plain background),
+    which a tiny model trained from scratch learns within minutes.
 
     Raises:
         ConfigurationError: on a non-empty ``out`` without ``overwrite`` or an invalid count/size.
@@ -681,6 +690,8 @@ def generate_synthetic_dataset(out: str | Path, seed: int = 0, num_train: int = 
         raise ConfigurationError(f"image_size must be in [64, 2048], got {image_size}")
     if workers < 1:
         raise ConfigurationError(f"workers must be >= 1, got {workers}")
+    if not 1 <= max_people <= 3:
+        raise ConfigurationError(f"max_people must be in [1, 3], got {max_people}")
     root = Path(out)
     if root.exists() and not root.is_dir():
         raise ConfigurationError(f"{root} exists and is not a directory")
@@ -697,7 +708,8 @@ def generate_synthetic_dataset(out: str | Path, seed: int = 0, num_train: int = 
     for split, n in (("train", num_train), ("test", num_test)):
         image_dir = root / "images" / _SPLITS[split][0]
         image_dir.mkdir(parents=True, exist_ok=True)
-        jobs = [(int(seed), split, i, int(image_size), str(image_dir)) for i in range(n)]
+        jobs = [(int(seed), split, i, int(image_size), str(image_dir), int(max_people), bool(distractors),
+                 bool(clutter)) for i in range(n)]
         if workers > 1 and n > 1:
             with get_context("spawn").Pool(workers) as pool:
                 results = pool.map(_render, jobs, chunksize=max(1, n // (8 * workers)))

@@ -16,6 +16,10 @@ Per output layer (reference architecture, section 6.2):
 * ``loss_obj_bbox`` / ``loss_obj_giou``: the same over matched pairs whose target object box exists (not all
   zeros), divided by ``#existing + 1e-4`` (local count; quirk L2).
 
+* ``loss_dense`` (only when the model has the dense auxiliary head, beyond the reference): sigmoid focal
+  loss (torchvision, alpha 0.25, gamma 2) of the per-cell logits against :func:`dense_targets`, summed
+  over valid cells and divided by the number of positive entries (at least 1).
+
 Auxiliary layers use the same losses with an independent matching; their keys get ``_0``, ``_1``, ...
 (first decoder layer first). ``loss`` is the weighted sum of every loss term; ``obj_class_error`` and
 ``hoi_class_error`` (last layer only) are detached and meant for logging.
@@ -29,7 +33,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import box_convert, generalized_box_iou
+from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
 
 from ..errors import ConfigurationError
 from ..structures import HOIOutputs, HOITarget
@@ -64,6 +68,58 @@ def focal_hoi_loss(logits: Tensor, targets: Tensor, alpha: float = 0.5) -> Tenso
     neg_term = (1 - alpha) * p.pow(_FOCAL_GAMMA) * (1 - p).log() * neg
     num_pos = pos.sum()
     return -(pos_term.sum() + neg_term.sum()) / num_pos.clamp(min=1)
+
+
+def dense_targets(target: HOITarget, height: int, width: int, cell_size: tuple[float, float],
+                  num_obj_classes: int) -> Tensor:
+    """Per-cell multi-hot targets of the dense auxiliary head for one image.
+
+    A cell is covered by a box when its centre, in pixels of the (padded) network input, lies inside the
+    box. Channels: object classes ``0 .. C_obj - 1`` (the pairs' object boxes), ``C_obj`` subject human
+    (the pairs' human boxes), then the verbs (the human box of every pair carrying that verb).
+
+    Args:
+        target: boxes cxcywh normalised by ``target.size``.
+        height, width: feature-map size h, w.
+        cell_size: ``(cell height, cell width)`` in pixels.
+        num_obj_classes: C_obj.
+
+    Returns:
+        ``[h, w, C_obj + 1 + C_verb]`` float32 of 0/1.
+    """
+    device = target.sub_boxes.device
+    num_verbs = target.verb_labels.shape[-1]
+    out = torch.zeros(height, width, num_obj_classes + 1 + num_verbs, device=device)
+    if len(target) == 0:
+        return out
+    img_h, img_w = (float(v) for v in target.size)
+    ys = (torch.arange(height, device=device, dtype=torch.float32) + 0.5) * cell_size[0] / img_h
+    xs = (torch.arange(width, device=device, dtype=torch.float32) + 0.5) * cell_size[1] / img_w
+
+    def cover(boxes_cxcywh: Tensor) -> Tensor:  # [N, 4] -> [N, h, w] bool
+        x0, y0, x1, y1 = box_convert(boxes_cxcywh.float(), "cxcywh", "xyxy").unbind(-1)
+        inside_y = (ys[None] >= y0[:, None]) & (ys[None] <= y1[:, None])  # [N, h]
+        inside_x = (xs[None] >= x0[:, None]) & (xs[None] <= x1[:, None])  # [N, w]
+        return inside_y[:, :, None] & inside_x[:, None, :]
+
+    sub = cover(target.sub_boxes).float()  # [N, h, w]
+    exists = object_existence(target.obj_boxes).bool()
+    obj = cover(target.obj_boxes).float() * exists[:, None, None].float()
+    obj_onehot = F.one_hot(target.obj_labels.long(), num_obj_classes + 1)[:, :num_obj_classes].float()
+    out[..., :num_obj_classes] = torch.einsum("nhw,nc->hwc", obj, obj_onehot).clamp(max=1)
+    out[..., num_obj_classes] = sub.amax(dim=0)
+    out[..., num_obj_classes + 1:] = torch.einsum("nhw,nv->hwv", sub, target.verb_labels.float()).clamp(max=1)
+    return out
+
+
+def dense_loss(outputs: HOIOutputs, targets: list[HOITarget], num_obj_classes: int) -> Tensor:
+    """Scalar focal loss of ``outputs.dense_logits`` ``[B, h, w, K]`` on the valid cells (see module doc)."""
+    logits = outputs.dense_logits.float()
+    _, h, w, _ = logits.shape
+    tgt = torch.stack([dense_targets(t, h, w, outputs.dense_cell_size, num_obj_classes) for t in targets])
+    valid = outputs.dense_valid[..., None].float()
+    loss = sigmoid_focal_loss(logits, tgt, alpha=0.25, gamma=2.0, reduction="none") * valid
+    return loss.sum() / (tgt * valid).sum().clamp(min=1)
 
 
 def global_num_interactions(targets: list[HOITarget], device: torch.device) -> Tensor:
@@ -229,18 +285,23 @@ class SetCriterion(nn.Module):
         device = outputs.hoi_logits.device
         num_interactions = global_num_interactions(targets, device)
 
-        indices = self.matcher(outputs, targets)
-        losses = self.layer_losses(outputs, targets, indices, num_interactions)
-        total = sum(self.weights[k] * losses[k] for k in LOSS_NAMES)
-        if self.aux_loss and outputs.aux:
-            for i, aux in enumerate(outputs.aux):
-                aux_indices = self.matcher(aux, targets)
-                aux_losses = self.layer_losses(aux, targets, aux_indices, num_interactions)
-                for k in LOSS_NAMES:
-                    losses[f"{k}_{i}"] = aux_losses[k]
-                    total = total + self.weights[k] * aux_losses[k]
-        losses["loss"] = total
-        losses.update(self.class_errors(outputs, targets, indices))
+        # mixed precision: the inputs are cast to fp32 per loss; autocast is off so no op re-casts them down
+        with torch.autocast(device_type=device.type, enabled=False):
+            indices = self.matcher(outputs, targets)
+            losses = self.layer_losses(outputs, targets, indices, num_interactions)
+            total = sum(self.weights[k] * losses[k] for k in LOSS_NAMES)
+            if self.aux_loss and outputs.aux:
+                for i, aux in enumerate(outputs.aux):
+                    aux_indices = self.matcher(aux, targets)
+                    aux_losses = self.layer_losses(aux, targets, aux_indices, num_interactions)
+                    for k in LOSS_NAMES:
+                        losses[f"{k}_{i}"] = aux_losses[k]
+                        total = total + self.weights[k] * aux_losses[k]
+            if outputs.dense_logits is not None:
+                losses["loss_dense"] = dense_loss(outputs, targets, self.num_obj_classes)
+                total = total + self.config.dense_loss_coef * losses["loss_dense"]
+            losses["loss"] = total
+            losses.update(self.class_errors(outputs, targets, indices))
         return losses
 
 

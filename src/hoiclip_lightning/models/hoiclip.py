@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 
 import torch
+from einops import rearrange
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -86,7 +87,7 @@ class HOICLIP(nn.Module):
             )
 
         # detector
-        self.backbone = Backbone(cfg.backbone, cfg.train_backbone)
+        self.backbone = Backbone(cfg.backbone, cfg.train_backbone, cfg.backbone_norm)
         self.position_embedding = PositionEmbeddingSine(d // 2)
         self.input_proj = nn.Conv2d(self.backbone.num_channels, d, kernel_size=1)
         self.query_embed_h = nn.Embedding(cfg.num_queries, d)
@@ -109,6 +110,9 @@ class HOICLIP(nn.Module):
         )
         self.hum_bbox_embed = MLP(d, d, 4, 3)
         self.obj_bbox_embed = MLP(d, d, 4, 3)
+        self.dense_class_embed: nn.Linear | None = None
+        if cfg.dense_aux_head:  # beyond the reference: per-cell objects + subject human + verbs
+            self.dense_class_embed = nn.Linear(d, vocabulary.num_objects + 1 + vocabulary.num_verbs)
 
         # CLIP text embeddings (computed once)
         with torch.no_grad():
@@ -263,6 +267,13 @@ class HOICLIP(nn.Module):
         with torch.no_grad():
             clip_logits = clip_image_embeds @ self.hoi_text_embeds.t()
 
+        dense_logits = dense_valid = dense_cell_size = None
+        if self.dense_class_embed is not None:
+            h, w = mask.shape[-2:]
+            dense_logits = rearrange(self.dense_class_embed(out.memory), "b (h w) c -> b h w c", h=h, w=w)
+            dense_valid = ~mask
+            dense_cell_size = (images.shape[-2] / h, images.shape[-1] / w)
+
         aux = None
         if self.config.aux_loss:
             aux = [
@@ -283,4 +294,7 @@ class HOICLIP(nn.Module):
             clip_image_embeds=clip_image_embeds,
             hoi_features=F.normalize(out.inter_hs[-1], dim=-1),
             aux=aux,
+            dense_logits=dense_logits,
+            dense_valid=dense_valid,
+            dense_cell_size=dense_cell_size,
         )

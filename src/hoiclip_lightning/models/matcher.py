@@ -171,7 +171,8 @@ class HungarianMatcher(nn.Module):
                 empty = torch.zeros(0, dtype=torch.long)
                 indices.append((empty, empty.clone()))
                 continue
-            cost = self.cost_matrix(outputs, b, target).cpu()
+            with torch.autocast(device_type=outputs.hoi_logits.device.type, enabled=False):  # fp32 costs under AMP
+                cost = self.cost_matrix(outputs, b, target).cpu()
             if not torch.isfinite(cost).all():
                 raise ValueError(f"image {b} (image_id {target.image_id}): the matching cost has NaN/inf entries")
             rows, cols = linear_sum_assignment(cost.numpy())
