@@ -306,3 +306,18 @@ def test_dense_aux_head_adds_only_its_head_and_a_valid_cell_grid(vocab, inputs):
     assert b.dense_logits.shape == (2, 3, 2, vocab.num_objects + 1 + vocab.num_verbs)
     assert b.dense_cell_size == (32.0, 32.0)
     assert b.dense_valid[0].all() and b.dense_valid[1, :2].all() and not b.dense_valid[1, 2].any()
+
+
+def test_position_in_memory_adds_the_encoding_to_the_encoder_input(vocab, inputs):
+    plain = build(vocab).eval()
+    with_pos = build(vocab, position_in_memory=True).eval()
+    assert names(plain) == names(with_pos)
+    with_pos.load_state_dict(plain.state_dict())
+    seen = {}
+    plain.transformer.encoder.register_forward_hook(lambda m, a, o: seen.__setitem__("plain", a[0]))
+    with_pos.transformer.encoder.register_forward_hook(lambda m, a, o: seen.__setitem__("pos", a[0]))
+    with torch.no_grad():
+        plain(*inputs), with_pos(*inputs)
+        images, mask, _ = inputs
+        pos = plain.position_embedding(plain.backbone(images, mask)[1])  # [B, D, h, w]
+    torch.testing.assert_close(seen["pos"], seen["plain"] + pos.flatten(2).transpose(1, 2))

@@ -109,7 +109,14 @@ def _synth(argv: list[str]) -> None:
     parser.add_argument("--num-test", type=int, default=100)
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
+    parser.add_argument("--max-people", type=int, default=3, help="people (interaction groups) per image, 1-3")
+    parser.add_argument("--no-distractors", action="store_true", help="no objects without interaction")
+    parser.add_argument("--no-clutter", action="store_true", help="plain background")
+    parser.add_argument("--easy", action="store_true",
+                        help="the quickstart world: --max-people 1 --no-distractors --no-clutter")
     args = parser.parse_args(argv)
+    if args.easy:
+        args.max_people, args.no_distractors, args.no_clutter = 1, True, True
     from pathlib import Path
 
     out = Path(args.out)
@@ -119,12 +126,21 @@ def _synth(argv: list[str]) -> None:
                          "pass --overwrite to regenerate\n")
         return
     summary = generate_synthetic_dataset(out, seed=args.seed, num_train=args.num_train, num_test=args.num_test,
-                                         image_size=args.image_size, overwrite=args.overwrite)
+                                         image_size=args.image_size, overwrite=args.overwrite,
+                                         max_people=args.max_people, distractors=not args.no_distractors,
+                                         clutter=not args.no_clutter)
     sys.stdout.write(f"{summary}\n")
 
 
 EXTRA_SUBCOMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "synth": (_synth, "write the synthetic HOI dataset (HICO-DET layout)"),
+    "verb-embeddings": (lambda argv: __import__("hoiclip_lightning.knowledge.verb_embeddings",
+                                                fromlist=["main"]).main(argv) and None,
+                        "compute the verb classifier file by visual semantic arithmetic (docs/knowledge.md)"),
+    "sweep": (lambda argv: __import__("hoiclip_lightning.sweep", fromlist=["main"]).main(argv),
+              "train + test a config over training-data fractions locally (summary table and plot)"),
+    "convert-official": (lambda argv: __import__("hoiclip_lightning.interop.official", fromlist=["main"]).main(argv),
+                         "convert a released HOICLIP checkpoint (.pth) into a .ckpt"),
 }
 
 

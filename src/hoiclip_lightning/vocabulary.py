@@ -4,7 +4,7 @@ A vocabulary is everything the model and the metrics need to know about a label 
 library hard-codes HICO-DET's 80/117/600. Two are built in (``hico_det``, ``vcoco``); a custom dataset
 brings its own JSON file with the same fields (see :meth:`HOIVocabulary.to_json`).
 
-Example:
+Examples:
     >>> vocab = HOIVocabulary.builtin("hico_det")
     >>> vocab.num_objects, vocab.num_verbs, vocab.num_hois, len(vocab.rare_hois)
     (80, 117, 600, 138)

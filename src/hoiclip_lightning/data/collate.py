@@ -1,6 +1,6 @@
 """Collate samples into an :class:`~hoiclip_lightning.structures.HOIBatch` (zero padding + mask).
 
-Example:
+Examples:
     >>> import torch
     >>> from hoiclip_lightning.structures import HOITarget
     >>> t = HOITarget(torch.zeros(0, 4), torch.zeros(0, 4), torch.zeros(0, dtype=torch.long),

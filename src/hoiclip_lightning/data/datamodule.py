@@ -8,7 +8,7 @@ Folder layout (annotation files may also sit directly in ``root``)::
     root/images/train2014  root/images/val2014                               (vcoco)
     root/vocabulary.json                                                     (optional custom label space)
 
-Example:
+Examples:
     >>> dm = HOIDataModule("/data/hico_20160224_det", zero_shot="rare_first")
     >>> dm.vocabulary.num_hois, len(dm.train_hoi_ids), len(dm.unseen_hoi_ids)
     (600, 480, 120)
@@ -30,6 +30,7 @@ from ..vocabulary import HOIVocabulary
 from .collate import collate_hoi
 from .datasets import HOIDataset
 from .formats import AnnotationSet, load_annotations, load_verb_object_matrix
+from .image_folder import ImageFolderDataset, check_image_files, list_image_files
 from .subsets import (
     SubsetStats,
     count_hoi_instances,
@@ -88,15 +89,24 @@ class HOIDataModule(L.LightningDataModule):
         train_annotation_file: training annotation file to use instead of the default one (e.g. an
             official fractional file); relative paths are looked up in the annotation folder, then root.
         zero_shot: zero-shot split of the vocabulary (``default``: fully supervised).
-        batch_size, eval_batch_size: images per batch (eval defaults to ``batch_size``).
-        num_workers, pin_memory: DataLoader settings.
-        train_scales, train_max_size: final multi-scale resize of training images.
-        crop_resize_scales, crop_min_size, crop_max_size: the resize-and-crop branch.
-        test_scale, test_max_size: evaluation resize.
+        batch_size: images per training batch.
+        eval_batch_size: images per evaluation batch (``None``: ``batch_size``).
+        num_workers: DataLoader worker processes.
+        pin_memory: DataLoader ``pin_memory``.
+        train_scales: short-side choices of the final multi-scale resize of training images.
+        train_max_size: long-side limit of that resize.
+        crop_resize_scales: short-side choices of the resize before the crop (resize-and-crop branch).
+        crop_min_size: smallest crop width/height of that branch.
+        crop_max_size: largest crop width/height of that branch.
+        test_scale: short side of the evaluation resize.
+        test_max_size: long-side limit of the evaluation resize.
         clip_image_size: side of the square CLIP view.
         on_bad_record: ``"error"`` (raise) or ``"skip"`` (drop and count bad records / HOIs).
         max_boxes: training images keep only their first ``max_boxes`` boxes (reference quirk D2).
         check_images: check image files exist (and read sizes) at setup.
+        predict_images: images for ``predict``: a folder (its image files) or a text file listing image
+            paths; they get the evaluation transforms. ``None``: ``predict`` runs on the test split. With
+            it set, ``setup("predict")`` reads neither the dataset root nor its annotations.
     """
 
     def __init__(
@@ -123,6 +133,7 @@ class HOIDataModule(L.LightningDataModule):
         max_boxes: int = 64,
         pin_memory: bool = False,
         check_images: bool = True,
+        predict_images: str | None = None,
     ) -> None:
         super().__init__()
         if dataset_format not in _FORMATS:
@@ -151,6 +162,7 @@ class HOIDataModule(L.LightningDataModule):
         self._vocab: HOIVocabulary | None = None
         self.train_dataset: HOIDataset | None = None
         self.test_dataset: HOIDataset | None = None
+        self.predict_dataset: ImageFolderDataset | None = None
         self.verb_object_matrix: Tensor | None = None
         self.subset_stats: SubsetStats | None = None
         self._counts: Tensor | None = None
@@ -249,6 +261,9 @@ class HOIDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
+        if stage == "predict" and hp.predict_images is not None:
+            self._setup_predict_images(hp.predict_images)
+            return
         if not self.root.is_dir():
             raise DatasetNotFoundError(f"dataset root not found: {self.root} (format {self.dataset_format})")
         vocab = self.vocabulary
@@ -279,6 +294,16 @@ class HOIDataModule(L.LightningDataModule):
                 clip_transform=ClipTransform(hp.clip_image_size), max_boxes=None, return_gt=True,
             )
             log.info("test split: %d images", len(self.test_dataset))
+
+    def _setup_predict_images(self, spec: str) -> None:
+        """Build :attr:`predict_dataset`; every image header is read now, so a bad file fails here."""
+        if self.predict_dataset is not None:
+            return
+        files = list_image_files(spec)
+        check_image_files(files)
+        hp = self.hparams
+        self.predict_dataset = ImageFolderDataset(files, hp.test_scale, hp.test_max_size, hp.clip_image_size)
+        log.info("predict: %d images from %s", len(files), spec)
 
     def _load_train(self, path: Path, vocab: HOIVocabulary, seen: list[int], unseen: list[int],
                     build_dataset: bool) -> None:
@@ -326,7 +351,16 @@ class HOIDataModule(L.LightningDataModule):
         return self.hparams.eval_batch_size or self.hparams.batch_size
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_dataset, self.hparams.batch_size, shuffle=True)
+        """Seeded (``PL_GLOBAL_SEED``) shuffle that a mid-epoch checkpoint can resume (data/resumable.py)."""
+        from .resumable import ResumableDataLoader
+
+        if self.train_dataset is None:
+            raise RuntimeError("call setup() before asking for a dataloader")
+        workers = self.hparams.num_workers
+        return ResumableDataLoader(
+            self.train_dataset, batch_size=self.hparams.batch_size, collate_fn=collate_hoi, num_workers=workers,
+            pin_memory=self.hparams.pin_memory, persistent_workers=workers > 0,
+        )
 
     def val_dataloader(self) -> DataLoader:
         """The test split (reference behaviour: model selection on the test set)."""
@@ -336,4 +370,7 @@ class HOIDataModule(L.LightningDataModule):
         return self._loader(self.test_dataset, self._eval_batch_size, shuffle=False)
 
     def predict_dataloader(self) -> DataLoader:
+        """The ``predict_images`` when given, else the test split."""
+        if self.hparams.predict_images is not None:
+            return self._loader(self.predict_dataset, self._eval_batch_size, shuffle=False)
         return self._loader(self.test_dataset, self._eval_batch_size, shuffle=False)

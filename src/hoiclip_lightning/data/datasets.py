@@ -1,6 +1,6 @@
 """Per-image HOI samples from validated annotation records.
 
-Example:
+Examples:
     >>> from hoiclip_lightning import HOIVocabulary
     >>> ds = HOIDataset([], HOIVocabulary.builtin("hico_det"), train=False)
     >>> len(ds)

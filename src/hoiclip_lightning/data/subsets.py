@@ -3,7 +3,7 @@
 All functions are pure: the same records, fraction and seed give the same result in every process
 (no global random state is read or changed).
 
-Example:
+Examples:
     >>> kept = subsample_indices(num_images=10, fraction=0.3, seed=0)
     >>> len(kept), kept == sorted(kept)
     (3, True)

@@ -19,7 +19,7 @@ colour code alone:
 Boxes are the exact pixel extents of what was drawn (``[x1, y1, x2, y2]``, ``x2``/``y2`` exclusive).
 Output is deterministic: the same seed gives byte-identical JSON and JPEG files.
 
-Example:
+Examples:
     >>> summary = generate_synthetic_dataset("/tmp/synth", seed=0, num_train=400, num_test=100)  # doctest: +SKIP
     >>> HOIVocabulary.from_json("/tmp/synth/vocabulary.json").num_hois  # doctest: +SKIP
     50
@@ -668,7 +668,8 @@ def generate_synthetic_dataset(out: str | Path, seed: int = 0, num_train: int = 
     Args:
         out: dataset root; must be empty or absent unless ``overwrite``.
         seed: random seed; the same seed gives byte-identical files (independent of ``workers``).
-        num_train, num_test: images per split.
+        num_train: training images.
+        num_test: test images.
         image_size: side of the square images, in pixels.
         overwrite: replace the generated files of an existing non-empty root.
         workers: processes used to render (1 = in this process; the spawn start-up makes 2+ pay off only

@@ -5,7 +5,7 @@ pixel boxes and ``[n]`` long indices of the surviving boxes into the boxes given
 transform. A box that a crop leaves empty is dropped (its index disappears from ``keep``), so pairs
 that refer to it can be dropped by the caller.
 
-Example:
+Examples:
     >>> import torch
     >>> from PIL import Image
     >>> img = Image.new("RGB", (40, 20))
@@ -133,7 +133,8 @@ class HOITrainTransform:
         scales: short-side choices of the final resize (DETR: 480, 512, ..., 800).
         max_size: long-side limit of the final resize.
         crop_resize_scales: short-side choices of the resize before the crop (DETR: 400, 500, 600).
-        crop_min_size, crop_max_size: crop width/height range.
+        crop_min_size: smallest crop width/height.
+        crop_max_size: largest crop width/height.
         flip_p: probability of the horizontal flip.
         color_jitter: ``(brightness, contrast, saturation, hue)``; ``None`` disables it.
         crop_p: probability of the resize-crop-resize branch.

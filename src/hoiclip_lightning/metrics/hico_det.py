@@ -108,7 +108,7 @@ def pack_predictions(preds: Sequence[HOIPrediction], topk: int | None, device: t
 class HICODetMAP(Metric):
     """HICO-DET mean average precision (Default and Known-Object; Full, Rare, Non-rare; Seen, Unseen).
 
-    Example:
+    Examples:
         >>> vocab = HOIVocabulary.builtin("hico_det")
         >>> metric = HICODetMAP(vocab)  # official protocol, rare split and HOI objects from the vocabulary
         >>> metric.update(preds, targets)  # lists of HOIPrediction / HOIGroundTruth, one per image

@@ -50,6 +50,33 @@ def register_tiny_clip() -> None:
 register_tiny_clip()
 
 
+def weights_fingerprint(module: nn.Module, include: str = "", exclude: str | None = None,
+                        samples_per_tensor: int = 4096) -> str:
+    """SHA-256 (hex) over name, shape and a strided sample of every floating-point tensor of a state dict.
+
+    Args:
+        module: the module (e.g. an open_clip model).
+        include: only names starting with this prefix (``"visual."``: the image tower).
+        exclude: skip names starting with this prefix.
+        samples_per_tensor: at most this many values of each tensor enter the hash (fast for large models;
+            any training or re-initialisation changes essentially every value).
+    """
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, p in sorted(module.state_dict().items()):
+        if not name.startswith(include) or (exclude and name.startswith(exclude)) or "logit_" in name:
+            continue
+        if not torch.is_floating_point(p):
+            continue
+        flat = p.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // samples_per_tensor)].float().cpu().contiguous()
+        h.update(name.encode())
+        h.update(str(tuple(p.shape)).encode())
+        h.update(sample.numpy().tobytes())
+    return h.hexdigest()
+
+
 class CLIPEncoder(nn.Module):
     """An open_clip ViT CLIP model exposing global embeddings, spatial tokens and text embeddings.
 
@@ -62,6 +89,7 @@ class CLIPEncoder(nn.Module):
 
     Attributes:
         model: the open_clip model (parameter names ``model.visual.*``, ``model.transformer.*``, ...).
+        model_name, pretrained, precision: the arguments (they key the prompt-embedding cache).
         width: W, visual transformer width.
         embed_dim: E, joint embedding width.
         image_size: S, square input size of the image tower.
@@ -83,7 +111,10 @@ class CLIPEncoder(nn.Module):
             raise ConfigurationError(f"clip_precision={precision!r} needs a frozen CLIP (freeze_clip=True)")
         register_tiny_clip()
         try:
-            model = open_clip.create_model(model_name, pretrained=pretrained or None, precision=precision)
+            # OpenAI's weights were trained with QuickGELU; open_clip's plain "ViT-B-32" config uses GELU and
+            # would only warn, so the activation is forced for the `openai` tag (as the reference's CLIP has it)
+            model = open_clip.create_model(model_name, pretrained=pretrained or None, precision=precision,
+                                           force_quick_gelu=pretrained == "openai")
         except RuntimeError as err:
             raise ConfigurationError(
                 f"open_clip could not create {model_name!r} with pretrained={pretrained!r}: {err}"
@@ -103,6 +134,7 @@ class CLIPEncoder(nn.Module):
             raise ConfigurationError(f"CLIP model {model_name!r} has no visual projection")
         self.model = model
         self.model_name = model_name
+        self.pretrained = pretrained or None
         self.precision = precision
         self.dtype = _DTYPES[precision]
         self.frozen = frozen
@@ -131,6 +163,10 @@ class CLIPEncoder(nn.Module):
         if self.frozen:
             self.model.eval()
         return self
+
+    def image_fingerprint(self) -> str:
+        """:func:`weights_fingerprint` of the image tower (recorded in verb-embedding files)."""
+        return weights_fingerprint(self.model, include="visual.")
 
     @property
     def visual_proj(self) -> Tensor:

@@ -46,6 +46,12 @@ class HOICLIPConfig:
             official ``verb.pth``); ``None``: derived from text embeddings (mean of HOI prompt minus
             object prompt per verb), which needs no image pass.
         verb_weight: weight of the verb term in the HOI logits (0.5 HICO-DET, 0.1 V-COCO).
+        prompt_templates: ``None`` embeds the vocabulary's prompts verbatim (paper). A list of format strings
+            with one ``{}`` (filled with the prompt minus its leading "a photo of ") embeds each prompt with
+            every template and averages the normalised embeddings (prompt ensembling, beyond the reference).
+        prompt_cache: cache prompt embeddings on disk, keyed by CLIP model, weights, templates and prompts
+            (never for a random CLIP, ``clip_pretrained: null``); see ``docs/knowledge.md``.
+        prompt_cache_dir: cache folder; ``None``: ``$HOICLIP_CACHE`` or ``~/.cache/hoiclip_lightning``.
         train_verb_classifier: *quirk* the verb classifier is fine-tuned in the reference; False freezes it.
         frozen_random_bias: *quirk* the text classifiers keep a frozen random bias; False: no bias.
         shared_fusion_attention: *quirk* the interaction decoder reuses its CLIP cross-attention for the
@@ -56,6 +62,11 @@ class HOICLIPConfig:
             trained with ``loss.dense_loss_coef``. It gives the backbone and encoder a direct,
             localised signal and lets a detector trained from scratch (the CPU quickstart) leave the
             "predict the dataset prior" plateau in hundreds rather than tens of thousands of steps.
+        position_in_memory: *beyond the reference*, off in the paper configs: add the sine positional
+            encoding to the projected features before the encoder, so the memory's content (the values
+            the decoders read) says where each cell is. DETR gives positions only to queries and keys
+            and relies on a pretrained ResNet's implicit position cues; a small backbone trained from
+            scratch has none, and its box heads cannot localise without this.
     """
 
     backbone: Literal["resnet10", "resnet18", "resnet34", "resnet50", "resnet101"] = "resnet50"
@@ -80,11 +91,15 @@ class HOICLIPConfig:
     verb_adapter: bool = True
     verb_embeddings: str | None = None
     verb_weight: float = 0.5
+    prompt_templates: list[str] | None = None
+    prompt_cache: bool = True
+    prompt_cache_dir: str | None = None
     train_verb_classifier: bool = True
     frozen_random_bias: bool = True
     shared_fusion_attention: bool = True
     aux_loss: bool = True
     dense_aux_head: bool = False
+    position_in_memory: bool = False
 
 
 @dataclass

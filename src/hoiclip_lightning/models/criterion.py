@@ -141,7 +141,7 @@ class SetCriterion(nn.Module):
         aux_loss: also compute the losses of ``outputs.aux``.
         matcher: the matcher to use; ``None`` builds a :class:`HungarianMatcher` from ``config``.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from hoiclip_lightning.structures import HOIOutputs, HOITarget
         >>> out = HOIOutputs(torch.rand(1, 3, 4) * 0.5 + 0.25, torch.rand(1, 3, 4) * 0.5 + 0.25,

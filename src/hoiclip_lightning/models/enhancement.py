@@ -65,7 +65,7 @@ def training_free_enhancement(
     Returns:
         New ``[B, Q, C]`` fp32 tensor ``hoi_probs + boost[:, None, :]``.
 
-    Example:
+    Examples:
         >>> probs = torch.zeros(1, 1, 3)
         >>> training_free_enhancement(probs, torch.tensor([[0.0, 2.0, 1.0]]), topk=1, mode="intended")
         tensor([[[0.0000, 0.8808, 0.0000]]])

@@ -24,11 +24,11 @@ from __future__ import annotations
 import logging
 
 import torch
-from einops import rearrange
 import torch.nn.functional as F
+from einops import rearrange
 from torch import Tensor, nn
 
-from ..errors import ConfigurationError
+from ..errors import CheckpointError, ConfigurationError
 from ..structures import HOIOutputs
 from ..vocabulary import HOIVocabulary
 from .backbone import Backbone
@@ -47,6 +47,87 @@ from .position_encoding import PositionEmbeddingSine
 from .transformer import HOITransformer
 
 log = logging.getLogger(__name__)
+
+#: state-dict keys (relative to :class:`HOICLIP`) whose rows follow the vocabulary
+VOCABULARY_KEYS = (
+    "hoi_text_embeds",
+    "visual_projection.weight",
+    "visual_projection.bias",
+    "eval_visual_projection.weight",
+    "obj_visual_projection.weight",
+    "obj_visual_projection.bias",
+    "verb_projection.weight",
+    "dense_class_embed.weight",
+    "dense_class_embed.bias",
+)
+_NOTHING = ("object", "<nothing>")
+_SUBJECT = ("dense", "<subject human>")
+
+
+def vocabulary_row_ids(vocabulary: HOIVocabulary, train_hoi_ids: list[int]) -> dict[str, list[tuple]]:
+    """Identity of every row of each :data:`VOCABULARY_KEYS` tensor, by name.
+
+    HOI classes are ``("hoi", verb name, object name)``, objects ``("object", name)`` (plus the final
+    "nothing" slot), verbs ``("verb", name)``; rows with equal identities in two vocabularies are the same
+    class.
+    """
+    hoi = [("hoi", vocabulary.verbs[v], vocabulary.objects[o]) for v, o in vocabulary.hois]
+    objects = [("object", o) for o in vocabulary.objects]
+    verbs = [("verb", v) for v in vocabulary.verbs]
+    train = [hoi[c] for c in train_hoi_ids]
+    return {
+        "hoi_text_embeds": hoi,
+        "visual_projection.weight": train,
+        "visual_projection.bias": train,
+        "eval_visual_projection.weight": hoi,
+        "obj_visual_projection.weight": objects + [_NOTHING],
+        "obj_visual_projection.bias": objects + [_NOTHING],
+        "verb_projection.weight": verbs,
+        "dense_class_embed.weight": objects + [_SUBJECT] + verbs,
+        "dense_class_embed.bias": objects + [_SUBJECT] + verbs,
+    }
+
+
+def remap_vocabulary_rows(
+    old_state: dict[str, Tensor],
+    old_rows: dict[str, list[tuple]],
+    new_state: dict[str, Tensor],
+    new_rows: dict[str, list[tuple]],
+    prefix: str = "",
+) -> dict[str, Tensor]:
+    """Carry the rows of classes present in both vocabularies from ``old_state`` into ``new_state``.
+
+    For every key ``prefix + k`` of ``new_state`` with ``k`` in :data:`VOCABULARY_KEYS`: a copy of the new
+    tensor (``[C_new, ...]``, freshly built from text) whose rows of classes that also exist in the old
+    vocabulary are replaced by the old rows (``old_state[prefix + k]``, ``[C_old, ...]``). New classes of
+    the two text-classifier biases get 0. Keys missing from ``old_state`` keep the new tensor.
+
+    Returns:
+        the remapped tensors, keyed like ``new_state`` (vocabulary keys only).
+    """
+    out: dict[str, Tensor] = {}
+    for full, new in new_state.items():
+        key = full[len(prefix):] if full.startswith(prefix) else None
+        if key not in VOCABULARY_KEYS:
+            continue
+        value = new.detach().clone()
+        old = old_state.get(full)
+        if old is not None:
+            index = {ident: i for i, ident in enumerate(old_rows[key])}
+            if len(index) != old.shape[0]:
+                raise CheckpointError(f"{full}: {old.shape[0]} rows stored, but the stored vocabulary "
+                                      f"describes {len(index)}")
+            pairs = [(j, index[ident]) for j, ident in enumerate(new_rows[key]) if ident in index]
+            kept = set()
+            if pairs:
+                dst, src = (torch.tensor(x, dtype=torch.long) for x in zip(*pairs, strict=True))
+                value[dst] = old.to(value.device, value.dtype)[src]
+                kept = set(dst.tolist())
+            if key in ("visual_projection.bias", "obj_visual_projection.bias"):
+                fresh_rows = [j for j in range(value.shape[0]) if j not in kept]
+                value[fresh_rows] = 0.0
+        out[full] = value
+    return out
 
 
 class HOICLIP(nn.Module):
@@ -114,10 +195,8 @@ class HOICLIP(nn.Module):
         if cfg.dense_aux_head:  # beyond the reference: per-cell objects + subject human + verbs
             self.dense_class_embed = nn.Linear(d, vocabulary.num_objects + 1 + vocabulary.num_verbs)
 
-        # CLIP text embeddings (computed once)
-        with torch.no_grad():
-            hoi_text = self.clip.encode_text(vocabulary.hoi_prompts)  # [C_hoi_all, E]
-            obj_text = self.clip.encode_text(vocabulary.object_prompts)  # [C_obj + 1, E]
+        # CLIP text embeddings (computed once; cached on disk for pretrained CLIP weights)
+        hoi_text, obj_text = self.encode_vocabulary(vocabulary)  # [C_hoi_all, E], [C_obj + 1, E]
         self.register_buffer("hoi_text_embeds", F.normalize(hoi_text, dim=-1))
         if cfg.text_init:
             hoi_weight, obj_weight = hoi_text, obj_text
@@ -173,11 +252,115 @@ class HOICLIP(nn.Module):
         vocab = self.vocabulary
         if cfg.verb_embeddings:
             log.info("verb classifier initialised from %s", cfg.verb_embeddings)
-            return load_verb_embeddings(cfg.verb_embeddings, vocab.num_verbs, embed)
+            return load_verb_embeddings(cfg.verb_embeddings, vocab.num_verbs, embed, vocabulary=vocab,
+                                        clip_model=cfg.clip_model, clip_pretrained=cfg.clip_pretrained,
+                                        zero_shot=self.zero_shot,
+                                        clip_image_fingerprint=self.clip.image_fingerprint())
         if not cfg.text_init:
             return F.normalize(torch.randn(vocab.num_verbs, embed), dim=-1)
         log.info("verb classifier initialised from text embeddings (HOI prompt minus object prompt per verb)")
         return verb_embeddings_from_text(hoi_text, obj_text, vocab.hois, vocab.num_verbs)
+
+    def encode_vocabulary(self, vocabulary: HOIVocabulary) -> tuple[Tensor, Tensor]:
+        """Text embeddings of a vocabulary's prompts (templates and disk cache from the config).
+
+        Returns:
+            ``hoi_text`` ``[C_hoi_all, E]`` and ``obj_text`` ``[C_obj + 1, E]``, float32, not normalised.
+        """
+        from ..knowledge.prompts import encode_prompts
+
+        cfg = self.config
+        kwargs = dict(templates=cfg.prompt_templates, cache_dir=cfg.prompt_cache_dir, use_cache=cfg.prompt_cache)
+        with torch.no_grad():
+            hoi_text = encode_prompts(self.clip, vocabulary.hoi_prompts, **kwargs)
+            obj_text = encode_prompts(self.clip, vocabulary.object_prompts, **kwargs)
+        return hoi_text, obj_text
+
+    # ------------------------------------------------------------------ open vocabulary
+    def set_vocabulary(self, vocabulary: HOIVocabulary, zero_shot: str = "default") -> None:
+        """Switch to another label space without retraining (open-vocabulary inference).
+
+        The text-derived parts are rebuilt for ``vocabulary``: the HOI classifier (``visual_projection`` and,
+        for a zero-shot split, ``eval_visual_projection``), the object classifier, the TFE text embeddings
+        ``hoi_text_embeds``, the verb classifier rows and the verb->HOI matrices. A class present in both
+        label spaces (same verb name and object name; objects and verbs by name) keeps its current row,
+        trained or not (weight and bias); a new class gets its L2-normalised text embedding and a zero bias
+        (not the reference's random frozen bias, which would add noise to a class nothing was trained on);
+        a new verb gets its text-derived representation (:func:`verb_embeddings_from_text`). Rows of the
+        dense auxiliary head follow the same rule (new rows keep their fresh initialisation). Everything
+        else (detector, decoders, adapter, logit scales) is untouched. Call it before configuring an
+        optimiser: the classifier modules are replaced.
+
+        Args:
+            vocabulary: the new label space.
+            zero_shot: zero-shot split of ``vocabulary`` whose seen classes form the training head.
+
+        Example:
+            >>> model.set_vocabulary(HOIVocabulary.from_json("my_vocab.json"))  # doctest: +SKIP
+            >>> model(images, mask, clip_images).hoi_logits.shape[-1] == model.vocabulary.num_hois  # doctest: +SKIP
+            True
+        """
+        train_ids = vocabulary.seen_hois(zero_shot)
+        if not train_ids:
+            raise ConfigurationError(f"zero-shot split {zero_shot!r} leaves no training HOI class")
+        old_state = {k: v.detach().cpu() for k, v in self.state_dict().items() if k in VOCABULARY_KEYS}
+        old_rows = vocabulary_row_ids(self.vocabulary, self.train_hoi_ids)
+        fresh = self.vocabulary_tensors(vocabulary, train_ids)
+        merged = remap_vocabulary_rows(old_state, old_rows, fresh, vocabulary_row_ids(vocabulary, train_ids))
+        device = self.logit_scale.device
+        cfg = self.config
+
+        def linear(name: str, trainable: bool) -> nn.Linear:
+            weight, bias = merged[f"{name}.weight"], merged.get(f"{name}.bias")
+            layer = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None)
+            with torch.no_grad():
+                layer.weight.copy_(weight)
+                if bias is not None:
+                    layer.bias.copy_(bias)
+            return layer.requires_grad_(trainable).to(device)
+
+        self.vocabulary, self.zero_shot, self.train_hoi_ids = vocabulary, zero_shot, train_ids
+        self.hoi_text_embeds = merged["hoi_text_embeds"].to(device)
+        self.obj_visual_projection = linear("obj_visual_projection", not cfg.freeze_clip)
+        self.visual_projection = linear("visual_projection", not cfg.freeze_clip)
+        self.eval_visual_projection = linear("eval_visual_projection", False) if self.is_zero_shot else None
+        if self.verb_projection is not None:
+            self.verb_projection = linear("verb_projection", cfg.train_verb_classifier)
+            self.verb2hoi_proj = vocabulary.verb_to_hoi_matrix(train_ids).to(device)
+            self.verb2hoi_proj_eval = vocabulary.verb_to_hoi_matrix().to(device)
+        if self.dense_class_embed is not None:
+            self.dense_class_embed = linear("dense_class_embed", True)
+        log.info("vocabulary set to %r (%d HOI classes, %d scored in training)", vocabulary.name,
+                 vocabulary.num_hois, len(train_ids))
+
+    def vocabulary_tensors(self, vocabulary: HOIVocabulary, train_hoi_ids: list[int]) -> dict[str, Tensor]:
+        """Text-derived values of the :data:`VOCABULARY_KEYS` tensors this model has, for a vocabulary.
+
+        Uses the CLIP text tower as it is now. Biases of the text classifiers are 0; rows of the dense head
+        are freshly initialised.
+
+        Returns:
+            CPU tensors: ``hoi_text_embeds`` / ``eval_visual_projection.weight`` ``[C_hoi_all, E]`` (unit rows),
+            ``visual_projection.weight`` ``[len(train_hoi_ids), E]``, ``obj_visual_projection.weight``
+            ``[C_obj + 1, E]``, ``verb_projection.weight`` ``[C_verb, E]``, biases, ``dense_class_embed.*``.
+        """
+        hoi_text, obj_text = (t.detach().float().cpu() for t in self.encode_vocabulary(vocabulary))
+        hoi_n, obj_n = F.normalize(hoi_text, dim=-1), F.normalize(obj_text, dim=-1)
+        out = {"hoi_text_embeds": hoi_n, "visual_projection.weight": hoi_n[train_hoi_ids].clone(),
+               "obj_visual_projection.weight": obj_n}
+        if self.visual_projection.bias is not None:
+            out["visual_projection.bias"] = torch.zeros(len(train_hoi_ids))
+        if self.obj_visual_projection.bias is not None:
+            out["obj_visual_projection.bias"] = torch.zeros(obj_n.shape[0])
+        if len(train_hoi_ids) < vocabulary.num_hois:
+            out["eval_visual_projection.weight"] = hoi_n.clone()
+        if self.verb_projection is not None:
+            out["verb_projection.weight"] = verb_embeddings_from_text(hoi_text, obj_text, vocabulary.hois,
+                                                                      vocabulary.num_verbs)
+        if self.dense_class_embed is not None:
+            dense = nn.Linear(self.dense_class_embed.in_features, vocabulary.num_objects + 1 + vocabulary.num_verbs)
+            out["dense_class_embed.weight"], out["dense_class_embed.bias"] = dense.weight.detach(), dense.bias.detach()
+        return out
 
     # ------------------------------------------------------------------ info
     @property
@@ -239,6 +422,8 @@ class HOICLIP(nn.Module):
         features, mask = self.backbone(images, pixel_mask)
         pos = self.position_embedding(mask)
         src = self.input_proj(features)
+        if self.config.position_in_memory:  # beyond the reference: positions in the values too
+            src = src + pos.to(src.dtype)
         clip_embeds, clip_tokens = self.clip.encode_image(clip_images)
         out = self.transformer(
             src, mask, pos, self.query_pos(), clip_tokens if self.config.clip_retrieval else None

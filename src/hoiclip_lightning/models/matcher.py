@@ -90,7 +90,7 @@ class HungarianMatcher(nn.Module):
         hoi_cost_applied_twice: *quirk* L1, the reference multiplies the HOI cost by ``cost_hoi`` twice;
             False applies it once (identical for the default weight 1).
 
-    Example:
+    Examples:
         >>> import torch
         >>> from hoiclip_lightning.structures import HOIOutputs, HOITarget
         >>> out = HOIOutputs(torch.rand(1, 3, 4) * 0.5 + 0.25, torch.rand(1, 3, 4) * 0.5 + 0.25,

@@ -34,6 +34,25 @@ from .config import HOICLIPConfig, LossConfig, OptimizerConfig, PostProcessConfi
 
 log = logging.getLogger(__name__)
 
+# the hyper-parameters saved in checkpoints hold these dataclasses; allow-listing them lets
+# `HOICLIPModule.load_from_checkpoint` work with torch.load's default `weights_only=True`
+torch.serialization.add_safe_globals([HOICLIPConfig, LossConfig, OptimizerConfig, PostProcessConfig])
+
+
+def _vocabulary_keys() -> tuple[str, ...]:
+    from .hoiclip import VOCABULARY_KEYS
+
+    return VOCABULARY_KEYS
+
+
+def _split_of_state(vocab: HOIVocabulary, state: dict[str, Any], guess: str) -> str:
+    """The zero-shot split whose seen-class count matches the stored training head (``guess`` if unclear)."""
+    head = state.get("model.visual_projection.weight")
+    if head is None or (guess in vocab.zero_shot_unseen and len(vocab.seen_hois(guess)) == head.shape[0]):
+        return guess
+    matches = [s for s in vocab.zero_shot_splits if len(vocab.seen_hois(s)) == head.shape[0]]
+    return matches[0] if len(matches) == 1 else guess
+
 
 class NonFiniteLossError(RuntimeError):
     """Raised when the training loss becomes NaN or infinite (the run stops; see ``on_exception``)."""
@@ -70,10 +89,7 @@ class HOICLIPModule(L.LightningModule):
         per_class_ap_dir: str | None = None,
     ) -> None:
         super().__init__()
-        from ..metrics import HICODetMAP, VCOCORoleAP
-        from .criterion import SetCriterion
         from .hoiclip import HOICLIP
-        from .postprocess import HOIPostProcessor
 
         self.net_config = net or HOICLIPConfig()
         self.loss_config = loss or LossConfig()
@@ -87,6 +103,15 @@ class HOICLIPModule(L.LightningModule):
         self.per_class_ap_dir = per_class_ap_dir
 
         self.model = HOICLIP(self.vocab, zero_shot=zero_shot, config=self.net_config)
+        self._build_label_space_parts()
+        self.hoi_train_counts: torch.Tensor | None = None
+
+    def _build_label_space_parts(self) -> None:
+        """Criterion, post-processor and metrics for the current vocabulary and zero-shot split."""
+        from ..metrics import HICODetMAP, VCOCORoleAP
+        from .criterion import SetCriterion
+        from .postprocess import HOIPostProcessor
+
         self.criterion = SetCriterion(
             num_obj_classes=self.vocab.num_objects, config=self.loss_config, aux_loss=self.net_config.aux_loss
         )
@@ -106,9 +131,9 @@ class HOICLIPModule(L.LightningModule):
         )
         self._metric_factory = lambda rare: HICODetMAP(
             num_hois=self.vocab.num_hois,
-            protocol=metric_protocol,
+            protocol=self.metric_protocol,
             rare_hois=rare,
-            unseen_hois=self.vocab.unseen_hois(zero_shot) or None,
+            unseen_hois=self.vocab.unseen_hois(self.zero_shot) or None,
             hoi_to_object=self.vocab.hoi_to_object().tolist(),
         )
         rare = list(self.vocab.rare_hois)
@@ -121,7 +146,102 @@ class HOICLIPModule(L.LightningModule):
         has_roles = self.vocab.no_object_index is not None
         self.val_role_metric = VCOCORoleAP(self.vocab) if has_roles else None
         self.test_role_metric = VCOCORoleAP(self.vocab) if has_roles else None
-        self.hoi_train_counts: torch.Tensor | None = None
+
+    # ------------------------------------------------------------------ open vocabulary
+    def set_vocabulary(self, vocabulary: str | Path | HOIVocabulary, zero_shot: str | None = None) -> None:
+        """Switch the label space without retraining (see :meth:`HOICLIP.set_vocabulary` for the rules).
+
+        The text-derived classifiers are rebuilt from CLIP text embeddings, classes shared with the current
+        vocabulary keep their (trained) rows, and the criterion, post-processor and metrics follow the new
+        vocabulary. A checkpoint saved afterwards stores the new vocabulary.
+
+        Args:
+            vocabulary: built-in name, vocabulary JSON path, or an :class:`HOIVocabulary`.
+            zero_shot: split of the new vocabulary; ``None``: the current split if the new vocabulary
+                defines it, else ``default``.
+
+        Example:
+            >>> module = HOICLIPModule.load_from_checkpoint("last.ckpt")  # doctest: +SKIP
+            >>> module.set_vocabulary("my_vocab.json")  # doctest: +SKIP
+        """
+        vocab = HOIVocabulary.resolve(vocabulary)
+        if zero_shot is None:
+            zero_shot = self.zero_shot if self.zero_shot in vocab.zero_shot_unseen else "default"
+        self.model.set_vocabulary(vocab, zero_shot)
+        self.vocab, self.zero_shot = vocab, zero_shot
+        self.hparams["zero_shot"] = zero_shot
+        if not isinstance(vocabulary, HOIVocabulary):
+            self.hparams["vocabulary"] = str(vocabulary)
+        self.hoi_train_counts = None
+        device = self.model.logit_scale.device
+        self._build_label_space_parts()
+        for part in (self.criterion, self.postprocessor):
+            part.to(device)
+
+    def _adapt_checkpoint_vocabulary(self, checkpoint: dict[str, Any]) -> None:
+        """Make a checkpoint trained on another label space load into this module (open vocabulary).
+
+        The module's vocabulary (the one asked for at construction, e.g. ``load_from_checkpoint(path,
+        vocabulary=...)`` or the CLI's ``--data.init_args.vocabulary``) wins: the vocabulary-dependent
+        tensors of ``checkpoint["state_dict"]`` are rewritten in place to its shapes, keeping the stored rows
+        of classes present in both (see :func:`~hoiclip_lightning.models.hoiclip.remap_vocabulary_rows`).
+        When the construction asked for the same vocabulary spec as the checkpoint records but its label
+        space differs (a vocabulary switched with :meth:`set_vocabulary`, or an edited JSON file), the
+        module adopts the stored vocabulary instead.
+        """
+        from .hoiclip import remap_vocabulary_rows, vocabulary_row_ids
+
+        hp = checkpoint.get("hyper_parameters") or {}  # note: load_from_checkpoint's kwargs are merged in
+        stored = checkpoint.get("hoiclip_vocabulary")
+        old_zero_shot = checkpoint.get("hoiclip_zero_shot", hp.get("zero_shot", "default"))
+        try:
+            old_vocab = (HOIVocabulary.from_dict(dict(stored), source="checkpoint 'hoiclip_vocabulary'")
+                         if stored is not None else HOIVocabulary.resolve(hp.get("vocabulary", "hico_det")))
+            if "hoiclip_zero_shot" not in checkpoint:  # older checkpoint: `hp` may hold the requested split
+                old_zero_shot = _split_of_state(old_vocab, checkpoint.get("state_dict", {}), old_zero_shot)
+            old_train = old_vocab.seen_hois(old_zero_shot)
+        except Exception as err:  # noqa: BLE001 - without a readable vocabulary the state dict is used as is
+            log.warning("checkpoint vocabulary unreadable (%s); loading the state dict unchanged", err)
+            return
+
+        def label_space(vocab: HOIVocabulary, train: list[int]) -> tuple:
+            return list(vocab.objects), list(vocab.verbs), list(vocab.hois), list(train)
+
+        mine = label_space(self.vocab, self.model.train_hoi_ids)
+        theirs = label_space(old_vocab, old_train)
+        if mine == theirs:
+            return
+        spec = checkpoint.get("hoiclip_vocabulary_spec")
+        same_request = (stored is not None and spec is not None and spec == self.hparams.get("vocabulary")
+                        and old_zero_shot == self.zero_shot)
+        if same_request:
+            rank_zero_info(f"checkpoint stores vocabulary {old_vocab.name!r} ({old_vocab.num_hois} HOIs) for the "
+                           f"requested spec {spec!r}; adopting it")
+            self.set_vocabulary(old_vocab, old_zero_shot)
+            return
+        rank_zero_info(
+            f"checkpoint vocabulary {old_vocab.name!r} ({old_vocab.num_hois} HOIs, split {old_zero_shot!r}) differs "
+            f"from the requested {self.vocab.name!r} ({self.vocab.num_hois} HOIs, split {self.zero_shot!r}); "
+            "rebuilding the text classifiers (shared classes keep their trained rows)"
+        )
+        state = checkpoint["state_dict"]
+        prefix = "model."
+        # new classes are embedded with the checkpoint's CLIP (it differs from the constructed one when CLIP
+        # was fine-tuned or randomly initialised); the full state dict is loaded again right after this hook
+        clip_state = {k[len(prefix + "clip."):]: v for k, v in state.items() if k.startswith(prefix + "clip.")}
+        if clip_state:
+            self.model.clip.load_state_dict(clip_state, strict=False)
+        own = {prefix + k: v for k, v in
+               self.model.vocabulary_tensors(self.vocab, self.model.train_hoi_ids).items()}
+        merged = remap_vocabulary_rows(
+            state, vocabulary_row_ids(old_vocab, old_train), own,
+            vocabulary_row_ids(self.vocab, self.model.train_hoi_ids), prefix=prefix,
+        )
+        for key in [k for k in state if k.startswith(prefix) and k[len(prefix):] in _vocabulary_keys()]:
+            if key not in merged:
+                del state[key]  # e.g. the zero-shot evaluation head of a split this module does not use
+        state.update(merged)
+        checkpoint["hoiclip_vocabulary"] = self.vocab.to_dict()
 
     # ------------------------------------------------------------------ set-up
     def setup(self, stage: str) -> None:
@@ -303,3 +423,24 @@ class HOICLIPModule(L.LightningModule):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # the vocabulary travels inside the checkpoint, so a checkpoint is usable without the data folder
         checkpoint["hoiclip_vocabulary"] = self.vocab.to_dict()
+        # with the spec and split it was built from (a vocabulary set with `set_vocabulary` is reloaded)
+        checkpoint["hoiclip_vocabulary_spec"] = self.hparams.get("vocabulary")
+        checkpoint["hoiclip_zero_shot"] = self.zero_shot
+        # the global random state (dropout), so `--ckpt_path last` continues the same random sequence; the
+        # data order and augmentation are restored by the training loader (data/resumable.py)
+        rng: dict[str, Any] = {"torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        checkpoint["hoiclip_rng_state"] = rng
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # a checkpoint of another label space is adapted to this module's vocabulary before its state
+        # dict is loaded (Lightning calls this hook first, in `load_from_checkpoint` and in the trainer)
+        self._adapt_checkpoint_vocabulary(checkpoint)
+        rng = checkpoint.get("hoiclip_rng_state")
+        fitting = self._trainer is not None and self.trainer.state.fn == "fit"
+        if rng is None or not fitting:
+            return
+        torch.set_rng_state(rng["torch"].cpu())
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state(rng["cuda"].cpu(), torch.cuda.current_device())

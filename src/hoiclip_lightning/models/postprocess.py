@@ -97,9 +97,11 @@ class HOIPostProcessor(nn.Module):
         score_mode: *quirk* ``additive`` (``hoi + p_obj**2``, reference) or ``multiplicative``.
         object_score: *quirk* ``sigmoid`` (reference) or ``softmax`` of the object logits.
         use_nms: apply per-class triplet NMS.
-        nms_threshold, nms_alpha, nms_beta: NMS rule, see :func:`triplet_nms`.
+        nms_threshold: NMS overlap threshold, see :func:`triplet_nms`.
+        nms_alpha: NMS exponent of the subject IoU, see :func:`triplet_nms`.
+        nms_beta: NMS exponent of the object IoU, see :func:`triplet_nms`.
 
-    Example:
+    Examples:
         >>> import torch
         >>> from hoiclip_lightning.structures import HOIOutputs
         >>> post = HOIPostProcessor([0, 1], torch.tensor([0, 1]), torch.tensor([0, 0]), topk=3)

@@ -1,0 +1,24 @@
+"""Lightning callbacks used by the experiment configs (``trainer.callbacks`` in ``configs/``).
+
+* :class:`RunCheckpoint` -- a ``ModelCheckpoint`` whose folder is ``<default_root_dir>/checkpoints``
+  (independent of the logger's run id), so ``hoiclip fit --ckpt_path last`` finds the previous run.
+* :class:`NonFiniteLossCheckpoint` -- on a non-finite loss, writes a checkpoint of the last good state
+  and names it in the error.
+* :class:`ImageThroughputMonitor` -- training/validation images per second (Lightning's
+  ``ThroughputMonitor`` counting images), also shown in the progress bar.
+* :class:`MemoryMonitor` -- GPU memory (allocated, reserved, peak) and process RSS.
+* :class:`WandbPredictionLogger` -- a few validation images with their predicted triplets drawn, and
+  the per-class AP table of a test run, sent to a ``WandbLogger``.
+"""
+
+from .checkpoint import NonFiniteLossCheckpoint, RunCheckpoint
+from .monitoring import ImageThroughputMonitor, MemoryMonitor
+from .wandb import WandbPredictionLogger
+
+__all__ = [
+    "ImageThroughputMonitor",
+    "MemoryMonitor",
+    "NonFiniteLossCheckpoint",
+    "RunCheckpoint",
+    "WandbPredictionLogger",
+]

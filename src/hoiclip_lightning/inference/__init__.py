@@ -1,0 +1,24 @@
+"""Inference: the Python detector, the ``predict`` writer, result types and drawing.
+
+* :class:`HOIDetector` -- ``HOIDetector.from_checkpoint(path).predict(image)``.
+* :class:`HOIPredictionWriter` -- a Lightning callback that writes ``hoiclip predict`` results as JSON
+  lines and drawn images.
+* :class:`ImageDetections`, :class:`HOITriplet` -- typed results (pixel boxes, vocabulary names).
+* :func:`draw_triplets` -- draw triplets on a PIL image.
+"""
+
+from .drawing import draw_triplets
+from .predictor import HOIDetector, load_checkpoint_file
+from .results import SCHEMA_VERSION, HOITriplet, ImageDetections, to_image_detections
+from .writer import HOIPredictionWriter
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "HOIDetector",
+    "HOIPredictionWriter",
+    "HOITriplet",
+    "ImageDetections",
+    "draw_triplets",
+    "load_checkpoint_file",
+    "to_image_detections",
+]
