@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # torch/torchvision pins used for set-up here (pyproject.toml only sets lower bounds)
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
-SYNTH_DIR ?= data/synthetic
+QUICKSTART_DIR ?= data/quickstart
 STAMP := $(VENV)/.installed
 
 .PHONY: install quickstart test lint docs clean
@@ -22,9 +22,12 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
+# synthetic world -> verb embeddings by visual semantic arithmetic (tiny CLIP) -> train -> test -> mAP table
 quickstart: $(STAMP)
-	$(BIN)/hoiclip synth --out $(SYNTH_DIR) --seed 0 --num-train 400 --num-test 100
-	$(BIN)/hoiclip fit --config configs/quickstart.yaml
+	$(BIN)/hoiclip synth --out $(QUICKSTART_DIR) --easy --image-size 160 --seed 0 --num-train 800 --num-test 100
+	$(BIN)/hoiclip verb-embeddings --config configs/quickstart.yaml --out $(QUICKSTART_DIR)/verb_embeddings.pt
+	$(BIN)/hoiclip fit --config configs/quickstart.yaml \
+		--model.init_args.net.verb_embeddings $(QUICKSTART_DIR)/verb_embeddings.pt
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 tests
@@ -37,4 +40,4 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks tools
 
 clean:
-	rm -rf $(VENV) $(SYNTH_DIR) runs site
+	rm -rf $(VENV) $(QUICKSTART_DIR) data/synthetic runs site
