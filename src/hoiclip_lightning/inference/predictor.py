@@ -17,7 +17,6 @@ The images get the evaluation transforms of the checkpoint's datamodule (``test_
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import logging
 from collections.abc import Sequence
@@ -29,6 +28,7 @@ from PIL import Image
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
+from .._torch_io import load_torch_file
 from ..data.collate import collate_hoi
 from ..data.image_folder import eval_sample
 from ..data.transforms import ClipTransform, HOIEvalTransform
@@ -51,13 +51,7 @@ def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
         CheckpointError: missing or unreadable file, or no ``state_dict`` / ``hyper_parameters``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is an unusable file
-        raise CheckpointError(f"{path}: cannot read the checkpoint ({err})") from err
+    ckpt = load_torch_file(path, "checkpoint")
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt or "hyper_parameters" not in ckpt:
         keys = sorted(map(str, ckpt)) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(

@@ -55,6 +55,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from .._torch_io import load_torch_file
 from ..errors import CheckpointError, ConfigurationError
 from ..models.config import HOICLIPConfig
 from ..vocabulary import HOIVocabulary
@@ -458,13 +459,7 @@ def read_official_checkpoint(path: str | Path) -> tuple[dict[str, Tensor], argpa
         CheckpointError: missing or unreadable file, or no state dict inside.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"official checkpoint not found: {path}")
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001
-        raise CheckpointError(f"{path}: cannot read the checkpoint ({err})") from err
+    data = load_torch_file(path, "official checkpoint")
     args = data.get("args") if isinstance(data, dict) else None
     if isinstance(data, dict) and isinstance(data.get("model"), dict):
         data = data["model"]

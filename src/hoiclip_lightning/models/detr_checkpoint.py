@@ -19,15 +19,14 @@ reference (``detr-r50-pre-2branch-hico.pth``, with ``transformer.instance_decode
 
 from __future__ import annotations
 
-import argparse
 import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 from torch import Tensor, nn
 
+from .._torch_io import load_torch_file
 from ..errors import CheckpointError
 
 log = logging.getLogger(__name__)
@@ -100,13 +99,7 @@ def convert_detr_state_dict(state_dict: dict[str, Tensor], dec_layers: int) -> t
 
 
 def _read_checkpoint(path: Path) -> dict[str, Tensor]:
-    if not path.is_file():
-        raise CheckpointError(f"DETR checkpoint not found: {path}")
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure means an unusable file
-        raise CheckpointError(f"{path}: cannot read the checkpoint ({err})") from err
+    data = load_torch_file(path, "DETR checkpoint")
     if isinstance(data, dict) and isinstance(data.get("model"), dict):
         data = data["model"]
     if not isinstance(data, dict) or not all(isinstance(v, Tensor) for v in data.values()):
