@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -226,6 +227,14 @@ def test_dense_targets_and_loss_on_a_hand_made_case():
     assert torch.equal(t[..., 0], torch.zeros(4, 6)) and torch.equal(t[..., 1], obj)
     assert torch.equal(t[..., 2], human) and torch.equal(t[..., 4], human)
     assert torch.equal(t[..., 3], torch.zeros(4, 6))
+
+    # a 10x10 px class-0 object centred at (62, 30) covers no cell centre: its centre cell (row 1, col 3) counts
+    small = dataclasses.replace(tgt, obj_boxes=torch.tensor([[62 / 96, 30 / 64, 10 / 96, 10 / 64]]),
+                                obj_labels=torch.tensor([0]))
+    t_small = dense_targets(small, 4, 6, (16.0, 16.0), num_obj_classes=2)
+    expected_small = torch.zeros(4, 6)
+    expected_small[1, 3] = 1
+    assert torch.equal(t_small[..., 0], expected_small) and not t_small[..., 1].any()
 
     logits = torch.randn(1, 4, 6, 5)
     valid = torch.ones(1, 4, 6, dtype=torch.bool)

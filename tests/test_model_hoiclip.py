@@ -13,6 +13,7 @@ from hoiclip_lightning.errors import CheckpointError, ConfigurationError
 from hoiclip_lightning.models.config import HOICLIPConfig
 from hoiclip_lightning.models.detr_checkpoint import load_detr_checkpoint
 from hoiclip_lightning.models.hoiclip import HOICLIP
+from hoiclip_lightning.models.query_selection import DenseQuerySelection
 from hoiclip_lightning.vocabulary import HOIVocabulary
 
 Q = 4
@@ -321,3 +322,53 @@ def test_position_in_memory_adds_the_encoding_to_the_encoder_input(vocab, inputs
         images, mask, _ = inputs
         pos = plain.position_embedding(plain.backbone(images, mask)[1])  # [B, D, h, w]
     torch.testing.assert_close(seen["pos"], seen["plain"] + pos.flatten(2).transpose(1, 2))
+
+
+def test_query_selection_needs_the_dense_head(vocab):
+    with pytest.raises(ConfigurationError, match="dense_aux_head"):
+        build(vocab, query_selection=True)
+
+
+def test_query_selection_picks_the_best_cells_in_order_and_never_padding():
+    select = DenseQuerySelection(d_model=4, num_obj_classes=2)
+    # 2x3 grid of 32 px cells; image 64 px high and 80 px wide (last column is partly padding)
+    logits = torch.full((1, 6, 2 + 1 + 1), -5.0)
+    logits[0, [4, 1, 0, 2], 2] = torch.tensor([3.0, 2.0, -1.0, 9.0])  # subject human; cell 2 is padding
+    logits[0, [0, 5], 1] = torch.tensor([1.0, 4.0])  # objects (class 1): 5 beats 0
+    logits[0, 3, 0] = 0.5  # object class 0 on cell 3
+    mask = torch.tensor([[False, False, True, False, False, False]])
+    memory = torch.arange(6.0)[None, :, None].expand(1, 6, 4).clone()
+    pos = torch.zeros(1, 6, 4)
+    out = select(memory, pos, logits, mask, torch.zeros(6, 4), grid=(2, 3), cell_size=(32.0, 32.0),
+                 image_sizes=torch.tensor([[64.0, 80.0]]))
+    assert out.cells.tolist() == [[4, 1, 0, 5, 0, 3]]  # human slots: 4, 1, 0 (not 2); objects 5, 0, 3
+    # content is the selected cell's memory through the projection
+    expected = select.content_norm(select.content_proj(memory[0, out.cells[0]]))
+    torch.testing.assert_close(out.tgt[0], expected)
+    # centre of cell 4 (row 1, col 1): x = 48 / 80, y = 48 / 64; cell 5 (col 2) centre x = 80 / 80 -> clamped
+    centres = torch.sigmoid(out.box_offset[0, :, :2])
+    torch.testing.assert_close(centres[0], torch.tensor([0.6, 0.75]))
+    torch.testing.assert_close(centres[3], torch.tensor([1 - 1e-4, 0.75]))
+    assert (out.box_offset[..., 2:] == 0).all()
+
+
+def test_query_selection_puts_box_centres_on_the_selected_cells(vocab, inputs):
+    plain = build(vocab, dense_aux_head=True).eval()
+    model = build(vocab, dense_aux_head=True, query_selection=True).eval()
+    assert names(model) - names(plain) == {"query_selector.content_proj.weight", "query_selector.content_proj.bias",
+                                           "query_selector.content_norm.weight", "query_selector.content_norm.bias"}
+    for head in (model.hum_bbox_embed, model.obj_bbox_embed):  # zero box regression: boxes sit on the anchors
+        torch.nn.init.zeros_(head.layers[-1].weight)
+        torch.nn.init.zeros_(head.layers[-1].bias)
+    seen = {}
+    model.query_selector.register_forward_hook(lambda m, a, o: seen.__setitem__("cells", o.cells))
+    with torch.no_grad():
+        out = model(*inputs)
+    cells = seen["cells"]  # [B, 2Q] on the 3x2 grid of 32 px cells
+    rows, cols = cells // 2, cells % 2
+    heights = torch.tensor([96.0, 64.0])[:, None]
+    cx, cy = (cols + 0.5) * 32 / 64, ((rows + 0.5) * 32 / heights).clamp(max=1 - 1e-4)
+    boxes = torch.cat([out.sub_boxes, out.obj_boxes], dim=1)  # [B, 2Q, 4]
+    torch.testing.assert_close(boxes[..., 0], cx)
+    torch.testing.assert_close(boxes[..., 1], cy)
+    assert (rows[1] < 2).all()  # image 1's padding row is never an anchor

@@ -67,6 +67,12 @@ class HOICLIPConfig:
             the decoders read) says where each cell is. DETR gives positions only to queries and keys
             and relies on a pretrained ResNet's implicit position cues; a small backbone trained from
             scratch has none, and its box heads cannot localise without this.
+        query_selection: *beyond the reference*, off in the paper configs, needs ``dense_aux_head``: start
+            human slot i and object slot i of the instance decoder from the i-th best "subject human" and
+            "any object" cells of the dense head (content from the cell's memory, the cell's position
+            added to the query embedding, box centres relative to the cell centre), as two-stage DETRs
+            do. Learned constant queries otherwise predict the same boxes for every image until the
+            cross-attention has learned where to look; see :mod:`hoiclip_lightning.models.query_selection`.
     """
 
     backbone: Literal["resnet10", "resnet18", "resnet34", "resnet50", "resnet101"] = "resnet50"
@@ -100,6 +106,7 @@ class HOICLIPConfig:
     aux_loss: bool = True
     dense_aux_head: bool = False
     position_in_memory: bool = False
+    query_selection: bool = False
 
 
 @dataclass

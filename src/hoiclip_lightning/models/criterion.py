@@ -75,8 +75,9 @@ def dense_targets(target: HOITarget, height: int, width: int, cell_size: tuple[f
     """Per-cell multi-hot targets of the dense auxiliary head for one image.
 
     A cell is covered by a box when its centre, in pixels of the (padded) network input, lies inside the
-    box. Channels: object classes ``0 .. C_obj - 1`` (the pairs' object boxes), ``C_obj`` subject human
-    (the pairs' human boxes), then the verbs (the human box of every pair carrying that verb).
+    box, or when it holds the box centre (so boxes smaller than a cell still have one positive cell).
+    Channels: object classes ``0 .. C_obj - 1`` (the pairs' object boxes), ``C_obj`` subject human (the
+    pairs' human boxes), then the verbs (the human box of every pair carrying that verb).
 
     Args:
         target: boxes cxcywh normalised by ``target.size``.
@@ -100,7 +101,12 @@ def dense_targets(target: HOITarget, height: int, width: int, cell_size: tuple[f
         x0, y0, x1, y1 = box_convert(boxes_cxcywh.float(), "cxcywh", "xyxy").unbind(-1)
         inside_y = (ys[None] >= y0[:, None]) & (ys[None] <= y1[:, None])  # [N, h]
         inside_x = (xs[None] >= x0[:, None]) & (xs[None] <= x1[:, None])  # [N, w]
-        return inside_y[:, :, None] & inside_x[:, None, :]
+        covered = inside_y[:, :, None] & inside_x[:, None, :]
+        # the cell holding the box centre always counts, so a box smaller than a cell is never left out
+        row = (boxes_cxcywh[:, 1].float() * img_h / cell_size[0]).long().clamp(0, height - 1)
+        col = (boxes_cxcywh[:, 0].float() * img_w / cell_size[1]).long().clamp(0, width - 1)
+        covered[torch.arange(len(row), device=device), row, col] = True
+        return covered
 
     sub = cover(target.sub_boxes).float()  # [N, h, w]
     exists = object_existence(target.obj_boxes).bool()

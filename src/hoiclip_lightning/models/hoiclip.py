@@ -44,6 +44,7 @@ from .heads import (
     verb_embeddings_from_text,
 )
 from .position_encoding import PositionEmbeddingSine
+from .query_selection import DenseQuerySelection
 from .transformer import HOITransformer
 
 log = logging.getLogger(__name__)
@@ -194,6 +195,9 @@ class HOICLIP(nn.Module):
         self.dense_class_embed: nn.Linear | None = None
         if cfg.dense_aux_head:  # beyond the reference: per-cell objects + subject human + verbs
             self.dense_class_embed = nn.Linear(d, vocabulary.num_objects + 1 + vocabulary.num_verbs)
+        self.query_selector: DenseQuerySelection | None = None
+        if cfg.query_selection:  # beyond the reference: slots start from the dense head's best cells
+            self.query_selector = DenseQuerySelection(d, vocabulary.num_objects)
 
         # CLIP text embeddings (computed once; cached on disk for pretrained CLIP weights)
         hoi_text, obj_text = self.encode_vocabulary(vocabulary)  # [C_hoi_all, E], [C_obj + 1, E]
@@ -244,6 +248,8 @@ class HOICLIP(nn.Module):
             )
         if cfg.hidden_dim % 2 or cfg.hidden_dim % cfg.nheads:
             raise ConfigurationError(f"hidden_dim={cfg.hidden_dim} must be even and divisible by nheads={cfg.nheads}")
+        if cfg.query_selection and not cfg.dense_aux_head:
+            raise ConfigurationError("query_selection ranks memory cells with the dense head: set dense_aux_head: true")
         for name in ("enc_layers", "dec_layers", "inter_dec_layers", "num_queries"):
             if getattr(cfg, name) < 1:
                 raise ConfigurationError(f"{name} must be at least 1, got {getattr(cfg, name)}")
@@ -425,12 +431,30 @@ class HOICLIP(nn.Module):
         if self.config.position_in_memory:  # beyond the reference: positions in the values too
             src = src + pos.to(src.dtype)
         clip_embeds, clip_tokens = self.clip.encode_image(clip_images)
-        out = self.transformer(
-            src, mask, pos, self.query_pos(), clip_tokens if self.config.clip_retrieval else None
-        )
+        memory, flat_mask, flat_pos = self.transformer.encode(src, mask, pos)
 
-        sub_boxes = self.hum_bbox_embed(out.h_hs).sigmoid()  # [n_dec, B, Q, 4]
-        obj_boxes = self.obj_bbox_embed(out.o_hs).sigmoid()
+        dense_logits = dense_valid = dense_cell_size = None
+        if self.dense_class_embed is not None:
+            dense_cell_size = (images.shape[-2] / mask.shape[-2], images.shape[-1] / mask.shape[-1])
+            dense_flat = self.dense_class_embed(memory)  # [B, S, C_obj + 1 + C_verb]
+            dense_logits = rearrange(dense_flat, "b (h w) c -> b h w c", h=mask.shape[-2], w=mask.shape[-1])
+            dense_valid = ~mask
+
+        query_pos, tgt = self.query_pos(), None
+        sub_offset = obj_offset = 0.0  # box-logit offsets: the selected cells' centres with query_selection
+        if self.query_selector is not None:
+            valid = ~pixel_mask
+            image_sizes = torch.stack([valid.any(dim=2).sum(dim=1), valid.any(dim=1).sum(dim=1)], dim=1)
+            selected = self.query_selector(memory, flat_pos, dense_flat, flat_mask, query_pos,
+                                           grid=tuple(mask.shape[-2:]), cell_size=dense_cell_size,
+                                           image_sizes=image_sizes)
+            query_pos, tgt = selected.query_pos, selected.tgt
+            sub_offset, obj_offset = selected.box_offset.chunk(2, dim=1)  # [B, Q, 4] each
+        out = self.transformer.decode(memory, flat_mask, flat_pos, query_pos,
+                                      clip_tokens if self.config.clip_retrieval else None, tgt=tgt)
+
+        sub_boxes = (self.hum_bbox_embed(out.h_hs) + sub_offset).sigmoid()  # [n_dec, B, Q, 4]
+        obj_boxes = (self.obj_bbox_embed(out.o_hs) + obj_offset).sigmoid()
         obj_logits = object_logits(out.o_hs, self.obj_class_fc, self.obj_visual_projection, self.obj_logit_scale)
 
         use_eval_head = all_classes and self.eval_visual_projection is not None
@@ -451,13 +475,6 @@ class HOICLIP(nn.Module):
         clip_image_embeds = F.normalize(clip_embeds, dim=-1)
         with torch.no_grad():
             clip_logits = clip_image_embeds @ self.hoi_text_embeds.t()
-
-        dense_logits = dense_valid = dense_cell_size = None
-        if self.dense_class_embed is not None:
-            h, w = mask.shape[-2:]
-            dense_logits = rearrange(self.dense_class_embed(out.memory), "b (h w) c -> b h w c", h=h, w=w)
-            dense_valid = ~mask
-            dense_cell_size = (images.shape[-2] / h, images.shape[-1] / w)
 
         aux = None
         if self.config.aux_loss:

@@ -222,6 +222,57 @@ class HOITransformer(nn.Module):
             if param.dim() > 1:
                 nn.init.xavier_uniform_(param)
 
+    def encode(self, src: Tensor, mask: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Flatten the feature map and run the encoder.
+
+        Args:
+            src: ``[B, D, h, w]`` projected C5 features.
+            mask: ``[B, h, w]`` bool padding mask (True = pad).
+            pos: ``[B, D, h, w]`` positional encoding.
+
+        Returns:
+            ``memory`` ``[B, S, D]`` (S = h * w), flattened ``mask`` ``[B, S]`` and ``pos`` ``[B, S, D]``.
+        """
+        src = rearrange(src, "b d h w -> b (h w) d")
+        pos = rearrange(pos, "b d h w -> b (h w) d").to(src.dtype)
+        mask = rearrange(mask, "b h w -> b (h w)")
+        return self.encoder(src, pos, mask), mask, pos
+
+    def decode(
+        self,
+        memory: Tensor,
+        mask: Tensor,
+        pos: Tensor,
+        query_pos: Tensor,
+        clip_tokens: Tensor | None,
+        tgt: Tensor | None = None,
+    ) -> TransformerOutput:
+        """Decode the pair queries against the memory, then the interactions.
+
+        Args:
+            memory: ``[B, S, D]`` encoder memory.
+            mask: ``[B, S]`` bool padding mask.
+            pos: ``[B, S, D]`` flattened positional encoding.
+            query_pos: ``[2Q, D]`` or ``[B, 2Q, D]`` query positional embeddings (human slots first).
+            clip_tokens: ``[B, L, W]`` CLIP spatial tokens (None when CLIP retrieval is off).
+            tgt: ``[B, 2Q, D]`` initial query content; None gives zeros (DETR).
+
+        Returns:
+            :class:`TransformerOutput`.
+        """
+        if query_pos.dim() == 2:
+            query_pos = query_pos.unsqueeze(0).expand(memory.shape[0], -1, -1)
+        if tgt is None:
+            tgt = torch.zeros_like(query_pos)
+        hs = self.instance_decoder(tgt, memory, mask, pos, query_pos)  # [n, B, 2Q, D]
+        num_queries = query_pos.shape[1] // 2
+        h_hs, o_hs = hs[:, :, :num_queries], hs[:, :, num_queries:]
+
+        q0 = self.queries2spacial_proj_norm(self.queries2spacial_proj((h_hs[-1] + o_hs[-1]) / 2))  # [B, Q, W]
+        mem_w = self.obj_class_ln(self.obj_class_fc(memory))  # [B, S, W]
+        inter_hs = self.clip_interaction_decoder(q0, clip_tokens, mem_w, mask)
+        return TransformerOutput(h_hs=h_hs, o_hs=o_hs, inter_hs=inter_hs, memory=memory)
+
     def forward(
         self, src: Tensor, mask: Tensor, pos: Tensor, query_pos: Tensor, clip_tokens: Tensor | None
     ) -> TransformerOutput:
@@ -238,19 +289,5 @@ class HOITransformer(nn.Module):
             :class:`TransformerOutput` (``h_hs``/``o_hs`` ``[n_dec, B, Q, D]``, ``inter_hs``
             ``[n_inter, B, Q, E]``, ``memory`` ``[B, S, D]``).
         """
-        batch = src.shape[0]
-        src = rearrange(src, "b d h w -> b (h w) d")
-        pos = rearrange(pos, "b d h w -> b (h w) d").to(src.dtype)
-        mask = rearrange(mask, "b h w -> b (h w)")
-        memory = self.encoder(src, pos, mask)
-
-        query_pos = query_pos.unsqueeze(0).expand(batch, -1, -1)
-        tgt = torch.zeros_like(query_pos)
-        hs = self.instance_decoder(tgt, memory, mask, pos, query_pos)  # [n, B, 2Q, D]
-        num_queries = query_pos.shape[1] // 2
-        h_hs, o_hs = hs[:, :, :num_queries], hs[:, :, num_queries:]
-
-        q0 = self.queries2spacial_proj_norm(self.queries2spacial_proj((h_hs[-1] + o_hs[-1]) / 2))  # [B, Q, W]
-        mem_w = self.obj_class_ln(self.obj_class_fc(memory))  # [B, S, W]
-        inter_hs = self.clip_interaction_decoder(q0, clip_tokens, mem_w, mask)
-        return TransformerOutput(h_hs=h_hs, o_hs=o_hs, inter_hs=inter_hs, memory=memory)
+        memory, mask, pos = self.encode(src, mask, pos)
+        return self.decode(memory, mask, pos, query_pos, clip_tokens)
