@@ -44,8 +44,13 @@ def test_fit_then_test_on_fixture(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
     main(["fit", "--config", "tests/conf/hico_tiny.yaml", "--trainer.limit_train_batches", "2",
           "--trainer.limit_val_batches", "1", "--trainer.default_root_dir", str(tmp_path),
+          "--trainer.max_epochs", "2", "--trainer.callbacks+=hoiclip_lightning.callbacks.ValidationCurve",
           "--model.init_args.per_class_ap_dir", str(tmp_path), "--test_after_fit", "true"])
     out = capsys.readouterr().out
+    # the validation curve: one row per epoch (2 training batches each), not the sanity check
+    curve = out[out.index("validation curve (2 runs)"):].splitlines()
+    assert curve[1] == "| step | val/mAP_full | val/tfe/mAP_full |"
+    assert [row.split("|")[1].strip() for row in curve[3:5]] == ["2", "4"]
     assert "HOI detection mAP (test split)" in out
     assert "| HOICLIP        |" in out and "| HOICLIP + TFE  |" in out
     csv_lines = (tmp_path / "per_class_ap.csv").read_text().splitlines()

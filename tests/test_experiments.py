@@ -426,3 +426,29 @@ def test_non_finite_loss_stops_with_message_and_checkpoint(tmp_path, monkeypatch
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     assert ckpt["global_step"] == 2
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+def test_validation_curve_records_prints_and_resumes(capsys):
+    from types import SimpleNamespace
+
+    from hoiclip_lightning.callbacks import ValidationCurve
+
+    curve = ValidationCurve(metrics=["val/mAP_full", "val/tfe/mAP_full"])
+    trainer = SimpleNamespace(sanity_checking=True, global_step=0, is_global_zero=True,
+                              callback_metrics={"val/mAP_full": torch.tensor(9.0)})
+    curve.on_validation_end(trainer, None)  # sanity check: not recorded
+    trainer.sanity_checking = False
+    for step, full, tfe in ((400, 1.404, 1.5), (800, 23.796, None)):
+        trainer.global_step = step
+        trainer.callback_metrics = {"val/mAP_full": torch.tensor(full)}
+        if tfe is not None:
+            trainer.callback_metrics["val/tfe/mAP_full"] = torch.tensor(tfe)
+        curve.on_validation_end(trainer, None)
+    expected = ("| step | val/mAP_full | val/tfe/mAP_full |\n|---:|---:|---:|\n"
+                "| 400 | 1.40 | 1.50 |\n| 800 | 23.80 | - |")
+    assert curve.format() == expected
+    curve.on_fit_end(trainer, None)
+    assert capsys.readouterr().out == "validation curve (2 runs)\n" + expected + "\n"
+    resumed = ValidationCurve()
+    resumed.load_state_dict(curve.state_dict())
+    assert resumed.format() == expected

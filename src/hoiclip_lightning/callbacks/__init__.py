@@ -7,12 +7,13 @@
 * :class:`ImageThroughputMonitor` -- training/validation images per second (Lightning's
   ``ThroughputMonitor`` counting images), also shown in the progress bar.
 * :class:`MemoryMonitor` -- GPU memory (allocated, reserved, peak) and process RSS.
+* :class:`ValidationCurve` -- the validation mAP after every validation run, printed when fit ends.
 * :class:`WandbPredictionLogger` -- a few validation images with their predicted triplets drawn, and
   the per-class AP table of a test run, sent to a ``WandbLogger``.
 """
 
 from .checkpoint import NonFiniteLossCheckpoint, RunCheckpoint
-from .monitoring import ImageThroughputMonitor, MemoryMonitor
+from .monitoring import ImageThroughputMonitor, MemoryMonitor, ValidationCurve
 from .wandb import WandbPredictionLogger
 
 __all__ = [
@@ -20,5 +21,6 @@ __all__ = [
     "MemoryMonitor",
     "NonFiniteLossCheckpoint",
     "RunCheckpoint",
+    "ValidationCurve",
     "WandbPredictionLogger",
 ]

@@ -112,3 +112,49 @@ class MemoryMonitor(Callback):
         if self.prog_bar and "memory/gpu_peak_gib" in stats:
             pl_module.log("gpu_gib", stats["memory/gpu_peak_gib"], prog_bar=True, logger=False, on_step=True,
                           on_epoch=False, batch_size=1)
+
+
+class ValidationCurve(Callback):
+    """Keep the value of validation metrics after every validation run and print the curve at the end of fit.
+
+    The curve (``step -> val/mAP_full``, and the TFE column) is what tells whether a run is still
+    improving; it is printed to stdout on rank 0 when ``fit`` ends and stored in checkpoints, so a
+    resumed run prints the whole curve. Sanity-check runs are not recorded.
+
+    Args:
+        metrics: logged metric names to record, in column order.
+
+    Attributes:
+        points: ``[(global_step, {metric: value})]`` in order of validation.
+    """
+
+    def __init__(self, metrics: list[str] | None = None) -> None:
+        self.metrics = list(metrics) if metrics is not None else ["val/mAP_full", "val/tfe/mAP_full"]
+        self.points: list[tuple[int, dict[str, float]]] = []
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        values = {m: float(trainer.callback_metrics[m]) for m in self.metrics if m in trainer.callback_metrics}
+        if values:
+            self.points.append((int(trainer.global_step), values))
+
+    def format(self) -> str:
+        """The curve as a Markdown table (one row per validation run; ``-`` for a missing value)."""
+        if not self.points:
+            return ""
+        lines = ["| step | " + " | ".join(self.metrics) + " |", "|---:|" + "---:|" * len(self.metrics)]
+        for step, values in self.points:
+            cells = [f"{values[m]:.2f}" if m in values else "-" for m in self.metrics]
+            lines.append(f"| {step} | " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and self.points:
+            print(f"validation curve ({len(self.points)} runs)\n{self.format()}", flush=True)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"metrics": self.metrics, "points": [(s, dict(v)) for s, v in self.points]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.points = [(int(s), dict(v)) for s, v in state_dict.get("points", [])]

@@ -7,8 +7,10 @@ from .hoiclip import HOICLIP
 from .matcher import HungarianMatcher
 from .module import HOICLIPModule
 from .postprocess import HOIPostProcessor
+from .query_selection import DenseQuerySelection
 
 __all__ = [
+    "DenseQuerySelection",
     "HOICLIP",
     "HOICLIPConfig",
     "HOICLIPModule",
