@@ -372,3 +372,16 @@ def test_query_selection_puts_box_centres_on_the_selected_cells(vocab, inputs):
     torch.testing.assert_close(boxes[..., 0], cx)
     torch.testing.assert_close(boxes[..., 1], cy)
     assert (rows[1] < 2).all()  # image 1's padding row is never an anchor
+
+
+def test_query_selection_follows_a_new_vocabulary(vocab, inputs):
+    model = build(vocab, dense_aux_head=True, query_selection=True).eval()
+    prompts = vocab.object_prompts[:-1] + ["a photo of a kite", vocab.object_prompts[-1]]  # "nothing" stays last
+    bigger = dataclasses.replace(vocab, name="toy+", objects=vocab.objects + ["kite"],
+                                 object_category_ids=vocab.object_category_ids + [38], object_prompts=prompts)
+    model.set_vocabulary(bigger)
+    assert model.query_selector.num_obj_classes == 4
+    with torch.no_grad():
+        out = model(*inputs)
+    assert out.dense_logits.shape[-1] == 4 + 1 + len(vocab.verbs)
+

@@ -336,6 +336,8 @@ class HOICLIP(nn.Module):
             self.verb2hoi_proj_eval = vocabulary.verb_to_hoi_matrix().to(device)
         if self.dense_class_embed is not None:
             self.dense_class_embed = linear("dense_class_embed", True)
+        if self.query_selector is not None:  # the dense channels of the objects end at the new C_obj
+            self.query_selector.num_obj_classes = vocabulary.num_objects
         log.info("vocabulary set to %r (%d HOI classes, %d scored in training)", vocabulary.name,
                  vocabulary.num_hois, len(train_ids))
 
