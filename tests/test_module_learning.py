@@ -63,3 +63,17 @@ def test_tiny_model_overfits_eight_images(eight_images):
     result = metric.compute()
     # most annotated triplets of the training images are found again (an untrained model scores ~0)
     assert result["mAP_full"] >= 50.0, result["mAP_full"]
+
+
+def test_module_pickles_and_keeps_its_outputs(eight_images):
+    """`ddp_spawn` and multiprocessing pickle the LightningModule: no lambdas or open handles inside."""
+    import pickle
+
+    vocab, batch, root = eight_images
+    torch.manual_seed(0)
+    module = HOICLIPModule(vocabulary=str(root / "vocabulary.json"), net=HOICLIPConfig(**TINY)).eval()
+    copy = pickle.loads(pickle.dumps(module))
+    with torch.no_grad():
+        a, b = module(batch, all_classes=True), copy(batch, all_classes=True)
+    torch.testing.assert_close(a.hoi_logits, b.hoi_logits)
+    assert type(copy.val_metric) is HICODetMAP and copy.val_metric.num_hois == vocab.num_hois

@@ -108,7 +108,7 @@ class HOICLIPModule(L.LightningModule):
 
     def _build_label_space_parts(self) -> None:
         """Criterion, post-processor and metrics for the current vocabulary and zero-shot split."""
-        from ..metrics import HICODetMAP, VCOCORoleAP
+        from ..metrics import VCOCORoleAP
         from .criterion import SetCriterion
         from .postprocess import HOIPostProcessor
 
@@ -129,23 +129,29 @@ class HOICLIPModule(L.LightningModule):
             nms_alpha=pp.nms_alpha,
             nms_beta=pp.nms_beta,
         )
-        self._metric_factory = lambda rare: HICODetMAP(
+        rare = list(self.vocab.rare_hois)
+        self.val_metric = self._new_metric(rare)
+        self.test_metric = self._new_metric(rare)
+        self.use_tfe = pp.tfe and self.net_config.clip_model is not None
+        self.val_metric_tfe = self._new_metric(rare) if self.use_tfe else None
+        self.test_metric_tfe = self._new_metric(rare) if self.use_tfe else None
+        # V-COCO-style vocabularies (roles without object) also get the role AP of Scenario 1 and 2
+        has_roles = self.vocab.no_object_index is not None
+        self.val_role_metric = VCOCORoleAP(self.vocab) if has_roles else None
+        self.test_role_metric = VCOCORoleAP(self.vocab) if has_roles else None
+
+    def _new_metric(self, rare: list[int]) -> Any:
+        """A fresh HICO-DET metric for the current vocabulary (a method, not a lambda: the module pickles
+        for ``ddp_spawn`` and multiprocessing)."""
+        from ..metrics import HICODetMAP
+
+        return HICODetMAP(
             num_hois=self.vocab.num_hois,
             protocol=self.metric_protocol,
             rare_hois=rare,
             unseen_hois=self.vocab.unseen_hois(self.zero_shot) or None,
             hoi_to_object=self.vocab.hoi_to_object().tolist(),
         )
-        rare = list(self.vocab.rare_hois)
-        self.val_metric = self._metric_factory(rare)
-        self.test_metric = self._metric_factory(rare)
-        self.use_tfe = pp.tfe and self.net_config.clip_model is not None
-        self.val_metric_tfe = self._metric_factory(rare) if self.use_tfe else None
-        self.test_metric_tfe = self._metric_factory(rare) if self.use_tfe else None
-        # V-COCO-style vocabularies (roles without object) also get the role AP of Scenario 1 and 2
-        has_roles = self.vocab.no_object_index is not None
-        self.val_role_metric = VCOCORoleAP(self.vocab) if has_roles else None
-        self.test_role_metric = VCOCORoleAP(self.vocab) if has_roles else None
 
     # ------------------------------------------------------------------ open vocabulary
     def set_vocabulary(self, vocabulary: str | Path | HOIVocabulary, zero_shot: str | None = None) -> None:
@@ -267,11 +273,11 @@ class HOICLIPModule(L.LightningModule):
             self.hoi_train_counts = torch.as_tensor(counts)
         if self.rare_from_training_file:
             rare = list(dm.rare_hoi_ids_from_train) if counts is not None else list(self.vocab.rare_hois)
-            self.val_metric = self._metric_factory(rare)
-            self.test_metric = self._metric_factory(rare)
+            self.val_metric = self._new_metric(rare)
+            self.test_metric = self._new_metric(rare)
             if self.use_tfe:
-                self.val_metric_tfe = self._metric_factory(rare)
-                self.test_metric_tfe = self._metric_factory(rare)
+                self.val_metric_tfe = self._new_metric(rare)
+                self.test_metric_tfe = self._new_metric(rare)
 
     # ------------------------------------------------------------------ forward
     def forward(self, batch: HOIBatch, all_classes: bool | None = None):
