@@ -122,7 +122,7 @@ class HOIOutputs:
         dense_logits: ``[B, h, w, C_obj + 1 + C_verb]`` per-cell logits of the optional dense auxiliary
             head on the encoder memory (object classes, "subject human", verbs); ``None`` when off.
         dense_valid: ``[B, h, w]`` bool, True on cells of the image (not padding).
-        dense_cell_size: ``(cell height, cell width)`` of the feature map in padded-image pixels.
+        dense_cell_size: ``(cell height, cell width)`` of the feature map in input pixels (the backbone stride).
     """
 
     sub_boxes: Tensor

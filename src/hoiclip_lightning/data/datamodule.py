@@ -63,6 +63,22 @@ _FORMATS = tuple(_LAYOUT)
 _BAD_RECORD = ("error", "skip")
 
 
+def _check_evaluation_split(path: Path, annotations: AnnotationSet) -> None:
+    """Refuse a validation/test split that cannot give a metric (no image, or no annotated HOI).
+
+    A run on such a split would end with exit status 0 and no mAP at all; this names the file instead.
+    """
+    skipped = ", ".join(f"{reason}: {n}" for reason, n in annotations.skipped.items()) or "none"
+    if not annotations.records:
+        raise DatasetNotFoundError(
+            f"{path}: the evaluation split (validation and test) has no image left (records skipped: "
+            f"{skipped}); fix the file or its image folder")
+    if sum(record.num_hois for record in annotations.records) == 0:
+        raise DatasetNotFoundError(
+            f"{path}: the evaluation split has {len(annotations.records)} images but no annotated HOI "
+            f"(records skipped: {skipped}), so no mAP can be computed")
+
+
 class HOIDataModule(L.LightningDataModule):
     """Training, validation, test and predict loaders of an HOI dataset.
 
@@ -283,11 +299,14 @@ class HOIDataModule(L.LightningDataModule):
             log.info("no training annotation file; the rare set comes from the vocabulary")
 
         if self.test_dataset is None:
+            test_path = self._annotation_path(layout["test"])
             test_set = load_annotations(
-                self._annotation_path(layout["test"]), vocab, self._image_dir("test_images"), self.dataset_format,
+                test_path, vocab, self._image_dir("test_images"), self.dataset_format,
                 hp.on_bad_record, check_images=hp.check_images,
             )
             self._skip_counts["test"] = test_set.skipped
+            if stage != "predict":
+                _check_evaluation_split(test_path, test_set)
             self.test_dataset = HOIDataset(
                 test_set.records, vocab, train=False,
                 transform=HOIEvalTransform(hp.test_scale, hp.test_max_size),

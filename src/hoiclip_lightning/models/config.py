@@ -56,6 +56,12 @@ class HOICLIPConfig:
         frozen_random_bias: *quirk* the text classifiers keep a frozen random bias; False: no bias.
         shared_fusion_attention: *quirk* the interaction decoder reuses its CLIP cross-attention for the
             detector memory without padding mask; False gives that branch its own attention and mask.
+        padding_invariant: an image gets the same outputs (to float rounding) whatever the images it is
+            batched with: the backbone masks the zero padding inside its layers and uses the exact
+            feature extent, and the shared memory attention of quirk Q2 takes the padding mask. For an
+            image without padding (batch size 1) the outputs equal the reference's. False reproduces the
+            reference on padded batches too, where scores depend on the batch (and so on the eval batch
+            size and the number of processes); see ``docs/metrics.md``.
         aux_loss: return auxiliary outputs of every decoder layer.
         dense_aux_head: *beyond the reference*, off in the paper configs: a linear head on every cell of the
             encoder memory predicts which object classes, subject humans and verbs cover the cell,
@@ -103,6 +109,7 @@ class HOICLIPConfig:
     train_verb_classifier: bool = True
     frozen_random_bias: bool = True
     shared_fusion_attention: bool = True
+    padding_invariant: bool = True
     aux_loss: bool = True
     dense_aux_head: bool = False
     position_in_memory: bool = False

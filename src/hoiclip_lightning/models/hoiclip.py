@@ -169,7 +169,7 @@ class HOICLIP(nn.Module):
             )
 
         # detector
-        self.backbone = Backbone(cfg.backbone, cfg.train_backbone, cfg.backbone_norm)
+        self.backbone = Backbone(cfg.backbone, cfg.train_backbone, cfg.backbone_norm, cfg.padding_invariant)
         self.position_embedding = PositionEmbeddingSine(d // 2)
         self.input_proj = nn.Conv2d(self.backbone.num_channels, d, kernel_size=1)
         self.query_embed_h = nn.Embedding(cfg.num_queries, d)
@@ -189,6 +189,7 @@ class HOICLIP(nn.Module):
             clip_visual_proj=self.clip.visual_proj,
             clip_retrieval=cfg.clip_retrieval,
             shared_fusion_attention=cfg.shared_fusion_attention,
+            mask_shared_memory=cfg.padding_invariant,
         )
         self.hum_bbox_embed = MLP(d, d, 4, 3)
         self.obj_bbox_embed = MLP(d, d, 4, 3)
@@ -437,7 +438,7 @@ class HOICLIP(nn.Module):
 
         dense_logits = dense_valid = dense_cell_size = None
         if self.dense_class_embed is not None:
-            dense_cell_size = (images.shape[-2] / mask.shape[-2], images.shape[-1] / mask.shape[-1])
+            dense_cell_size = (float(self.backbone.stride), float(self.backbone.stride))
             dense_flat = self.dense_class_embed(memory)  # [B, S, C_obj + 1 + C_verb]
             dense_logits = rearrange(dense_flat, "b (h w) c -> b h w c", h=mask.shape[-2], w=mask.shape[-1])
             dense_valid = ~mask

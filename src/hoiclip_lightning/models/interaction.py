@@ -8,6 +8,8 @@ Each :class:`FusionDecoderLayer` (width W, the CLIP visual width) computes, post
     t = a + b                                                   # knowledge integration
     t = LN3(t + Drop3(Linear2(Drop(ReLU(Linear1(t))))))
 
+With ``mask_shared_memory=True`` the shared attention of the memory branch takes the padding mask too (the
+outputs then do not depend on how much padding the batch adds; the reference attends the padded cells).
 With ``shared_fusion_attention=False`` the memory branch has its own ``memory_attn``/``norm4``/``dropout4``
 and uses the DETR padding mask. With ``clip_retrieval=False`` (ablation) the CLIP branch is removed
 (``t = b``); when the attention is not shared, its ``multihead_attn``/``norm2`` parameters disappear too.
@@ -31,6 +33,7 @@ class FusionDecoderLayer(nn.Module):
         dropout: dropout rate.
         clip_retrieval: attend the CLIP spatial tokens.
         shared_fusion_attention: *quirk* reuse ``multihead_attn``/``norm2`` for the DETR memory, unmasked.
+        mask_shared_memory: give the shared memory attention the padding mask (padding invariance).
     """
 
     def __init__(
@@ -41,10 +44,12 @@ class FusionDecoderLayer(nn.Module):
         dropout: float,
         clip_retrieval: bool = True,
         shared_fusion_attention: bool = True,
+        mask_shared_memory: bool = False,
     ) -> None:
         super().__init__()
         self.clip_retrieval = clip_retrieval
         self.shared_fusion_attention = shared_fusion_attention
+        self.mask_shared_memory = mask_shared_memory
         self.self_attn = nn.MultiheadAttention(width, nheads, dropout=dropout, batch_first=True)
         self.norm1 = nn.LayerNorm(width)
         self.dropout1 = nn.Dropout(dropout)
@@ -70,7 +75,8 @@ class FusionDecoderLayer(nn.Module):
         attn = self.self_attn(tgt, tgt, tgt, need_weights=False)[0]
         tgt = self.norm1(tgt + self.dropout1(attn))
         if self.shared_fusion_attention:
-            attn = self.multihead_attn(tgt, memory, memory, need_weights=False)[0]
+            shared_mask = memory_key_padding_mask if self.mask_shared_memory else None
+            attn = self.multihead_attn(tgt, memory, memory, key_padding_mask=shared_mask, need_weights=False)[0]
             fused = self.norm2(tgt + self.dropout2(attn))
         else:
             attn = self.memory_attn(tgt, memory, memory, key_padding_mask=memory_key_padding_mask, need_weights=False)
@@ -99,6 +105,7 @@ class CLIPInteractionDecoder(nn.Module):
         visual_proj: ``[W, E]`` projection (copied; stored as a buffer, never trained).
         clip_retrieval: attend the CLIP spatial tokens.
         shared_fusion_attention: *quirk*, see :class:`FusionDecoderLayer`.
+        mask_shared_memory: see :class:`FusionDecoderLayer`.
     """
 
     def __init__(
@@ -111,13 +118,15 @@ class CLIPInteractionDecoder(nn.Module):
         visual_proj: Tensor,
         clip_retrieval: bool = True,
         shared_fusion_attention: bool = True,
+        mask_shared_memory: bool = False,
     ) -> None:
         super().__init__()
         if visual_proj.shape[0] != width:
             raise ValueError(f"visual_proj has {visual_proj.shape[0]} rows, expected the CLIP width {width}")
         self.layers = nn.ModuleList(
             [
-                FusionDecoderLayer(width, nheads, dim_feedforward, dropout, clip_retrieval, shared_fusion_attention)
+                FusionDecoderLayer(width, nheads, dim_feedforward, dropout, clip_retrieval, shared_fusion_attention,
+                                   mask_shared_memory)
                 for _ in range(num_layers)
             ]
         )

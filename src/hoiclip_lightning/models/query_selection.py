@@ -115,8 +115,12 @@ class DenseQuerySelection(nn.Module):
         num_queries = query_pos.shape[0] // 2
         human, obj = self.cell_scores(dense_logits, mask)
         k = min(num_queries, cells)
-        order = torch.arange(num_queries, device=memory.device) % k  # Q > S: reuse the best cells
-        picked = torch.cat([human.topk(k, dim=1).indices[:, order], obj.topk(k, dim=1).indices[:, order]], dim=1)
+        # more slots than valid cells: cycle through the image's own valid cells (never padding), so an
+        # image picks the same cells alone or padded in a batch
+        n_valid = (~mask).sum(dim=1).clamp(min=1, max=k)  # [B]
+        order = torch.arange(num_queries, device=memory.device)[None] % n_valid[:, None]  # [B, Q]
+        picked = torch.cat([human.topk(k, dim=1).indices.gather(1, order),
+                            obj.topk(k, dim=1).indices.gather(1, order)], dim=1)
 
         gather = picked[..., None].expand(-1, -1, memory.shape[-1])
         tgt = self.content_norm(self.content_proj(torch.gather(memory, 1, gather)))

@@ -180,6 +180,7 @@ class HOITransformer(nn.Module):
         clip_visual_proj: ``[W, E]`` CLIP visual projection (copied into a frozen buffer).
         clip_retrieval: attend the CLIP spatial tokens in the interaction decoder.
         shared_fusion_attention: *quirk* reuse the CLIP cross-attention for the memory, without mask.
+        mask_shared_memory: give that shared attention the padding mask (padding invariance).
     """
 
     def __init__(
@@ -196,6 +197,7 @@ class HOITransformer(nn.Module):
         clip_visual_proj: Tensor,
         clip_retrieval: bool = True,
         shared_fusion_attention: bool = True,
+        mask_shared_memory: bool = False,
     ) -> None:
         super().__init__()
         self.d_model = d_model
@@ -214,6 +216,7 @@ class HOITransformer(nn.Module):
             visual_proj=clip_visual_proj,
             clip_retrieval=clip_retrieval,
             shared_fusion_attention=shared_fusion_attention,
+            mask_shared_memory=mask_shared_memory,
         )
         self._reset_parameters()
 
