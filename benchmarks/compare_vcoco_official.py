@@ -175,7 +175,8 @@ def make_dataset(rng: np.random.Generator, num_images: int):
     next_ann = int(rng.integers(1000, 5000))
     for image_id in image_ids:
         w_img, h_img = int(rng.integers(120, 400)), int(rng.integers(120, 400))
-        images.append({"id": image_id, "width": w_img, "height": h_img, "file_name": f"COCO_val2014_{image_id:012d}.jpg"})
+        images.append({"id": image_id, "width": w_img, "height": h_img,
+                       "file_name": f"COCO_val2014_{image_id:012d}.jpg"})
         kinds = ["vcoco"] + list(rng.choice(["vcoco", "vcoco", "outside", "crowd", "ignore", "degenerate"],
                                             int(rng.integers(0, 5))))
         kinds += ["object"] * int(rng.integers(0, 5))

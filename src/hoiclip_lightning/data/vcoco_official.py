@@ -33,10 +33,11 @@ import torch
 from ..errors import AnnotationError, DatasetNotFoundError
 from ..structures import VCOCOGroundTruth
 from ..vocabulary import HOIVocabulary
+from .formats import ImageRecord
 
 log = logging.getLogger(__name__)
 
-__all__ = ["coco_image_id", "find_vcoco_official_files", "load_vcoco_official"]
+__all__ = ["attach_vcoco_official", "coco_image_id", "find_vcoco_official_files", "load_vcoco_official"]
 
 COCO_FILE = "instances_vcoco_all_2014.json"
 
@@ -320,4 +321,27 @@ def load_vcoco_official(
     log.info("V-COCO %s: %d images, %d persons (%d outside V-COCO) from %s", split, len(out),
              sum(g.num_persons for g in out.values()), sum(int(g.person_ignored.sum()) for g in out.values()),
              vcoco_path)
+    return out
+
+
+def attach_vcoco_official(
+    records: Sequence[ImageRecord], file_name: str, official: dict[int, VCOCOGroundTruth]
+) -> list[VCOCOGroundTruth]:
+    """The official ground truth of each record, found by the COCO id in its image file name.
+
+    Raises :class:`AnnotationError` naming the annotation file, the record and its file name when an image
+    is not in the official split. Official images without a record are only logged: ``vsrl_eval`` would
+    count their positives too, so the role AP is then that of the images present.
+    """
+    out = []
+    for rec in records:
+        cid = coco_image_id(rec.file_name)
+        if cid not in official:
+            raise AnnotationError(f"{file_name}: record {rec.index} (file_name {rec.file_name!r}): COCO image {cid} "
+                                  f"is not in the official V-COCO split ({len(official)} images)")
+        out.append(official[cid])
+    missing = len(official) - len({coco_image_id(r.file_name) for r in records})
+    if missing:
+        log.warning("%d images of the official V-COCO split are not in %s; their positives are not counted",
+                    missing, file_name)
     return out
