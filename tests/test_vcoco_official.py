@@ -185,3 +185,15 @@ def test_datamodule_names_an_image_missing_from_the_official_split(tmp_path):
     with pytest.raises(AnnotationError, match=r"test_vcoco\.json: record 0 \(file_name 'COCO_val2014_000000000001\.jpg'"
                                               r"\): COCO image 1 is not in the official V-COCO split"):
         dm.setup("test")
+
+
+def test_cli_run_evaluates_role_ap_on_official_ground_truth(tmp_path, capsys, monkeypatch):
+    from hoiclip_lightning.cli import main
+
+    official = vcoco_fixture_official(tmp_path / "official")
+    monkeypatch.chdir(Path(__file__).parents[1])
+    main(["test", "--config", "tests/conf/vcoco_tiny.yaml", "--trainer.limit_test_batches", "1",
+          "--trainer.default_root_dir", str(tmp_path), "--model.init_args.per_class_ap_dir", str(tmp_path),
+          "--data.init_args.vcoco_official_dir", str(official)])
+    out = capsys.readouterr().out
+    assert "Role AP S1" in out and "Role AP S2" in out

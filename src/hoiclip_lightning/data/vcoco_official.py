@@ -199,7 +199,9 @@ def load_vcoco_official(
         split: ``train``, ``val``, ``trainval`` or ``test`` (the file names' suffix).
         verbs: the action-role class names (a vocabulary or a list): ``<action>_<role>`` for a role,
             ``<action>`` for an agent-only action. Default: the built-in ``vcoco`` vocabulary (HOIA order).
-        vcoco_file, coco_file, ids_file: explicit paths, overriding what is found in ``vcoco_dir``.
+        vcoco_file: explicit path of ``vcoco_{split}.json`` (overrides what is found in ``vcoco_dir``).
+        coco_file: explicit path of ``instances_vcoco_all_2014.json``.
+        ids_file: explicit path of ``vcoco_{split}.ids``.
 
     Returns:
         ``{coco image id: VCOCOGroundTruth}`` in the order of the ids file, ``image_id = coco_image_id``.
