@@ -7,9 +7,11 @@
     mkdir -p /tmp/v-coco && git --git-dir=$G archive HEAD vsrl_eval.py | tar -x -C /tmp/v-coco
     python benchmarks/compare_vcoco_official.py --vcoco-repo /tmp/v-coco --seeds 0 1 2 3 4
 
-``vsrl_eval`` needs ``pycocotools`` (``pip install pycocotools``; not a dependency of this project). Without
-it, ``--coco-shim`` (or its absence) makes the script use a small stand-in for ``pycocotools.coco.COCO``
-with the four look-ups vsrl_eval calls, kept in the order pycocotools gives.
+``vsrl_eval`` needs ``pycocotools`` (``pip install pycocotools``; not a dependency of this project). When it
+is not installed, or with ``--coco-shim``, the script uses a small stand-in for ``pycocotools.coco.COCO``
+with the five look-ups vsrl_eval calls, returning what pycocotools returns in the same order. One line of
+``vsrl_eval.py`` is adapted at load time for NumPy 2, which refuses to store a one-element array into an
+array element (``role_id[i, j - 1] = aid`` becomes ``aid[0]``); the rest runs as published.
 
 Per seed the script writes, in the official formats, a COCO instances file, ``vcoco_test.json`` and
 ``vcoco_test.ids`` for a few dozen images with the 26 V-COCO actions and their roles, and a detection
