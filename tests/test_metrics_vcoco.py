@@ -1,4 +1,5 @@
-"""VCOCORoleAP: Scenario 1 vs 2, the best-person rule, all-point AP, agreement with a vsrl_eval-style loop."""
+"""VCOCORoleAP: Scenario 1 vs 2, the best-person rule, all-point AP, agreement with a vsrl_eval-style loop;
+the official ground truth rules (persons outside V-COCO, no action, first person on no overlap, ties)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import torch
 
 from hoiclip_lightning.errors import ConfigurationError
 from hoiclip_lightning.metrics import VCOCORoleAP
-from hoiclip_lightning.structures import HOIGroundTruth, HOIPrediction
+from hoiclip_lightning.metrics import functional as F
+from hoiclip_lightning.structures import HOIGroundTruth, HOIPrediction, VCOCOGroundTruth
 from hoiclip_lightning.vocabulary import HOIVocabulary
 
 NO_OBJ = 3  # object label "none" in these tests (objects 0..2 are real)
@@ -270,3 +272,105 @@ def test_agrees_with_vsrl_style_loop(seed):
         expected = simple_vsrl(preds, targets, 5, role_verbs, s)
         np.testing.assert_allclose(r[f"ap_role_s{s}"], 100 * expected, rtol=0, atol=1e-9)
         assert r[f"mAP_role_s{s}"] == pytest.approx(100 * np.nanmean(expected), abs=1e-9)
+
+
+# ---------------------------------------------------------------------------------------------- official GT
+def official(image_id, persons, actions, coco_id=None):
+    """persons: (box, outside V-COCO); actions: (person index, verb, role box or None)."""
+    return VCOCOGroundTruth(
+        image_id, image_id if coco_id is None else coco_id,
+        torch.tensor([p[0] for p in persons], dtype=torch.float32).reshape(-1, 4),
+        torch.tensor([p[1] for p in persons], dtype=torch.bool),
+        torch.tensor([a[0] for a in actions], dtype=torch.long),
+        torch.tensor([a[1] for a in actions], dtype=torch.long),
+        torch.tensor([a[2] if a[2] is not None else [-1.0] * 4 for a in actions], dtype=torch.float32).reshape(-1, 4),
+    )
+
+
+def run_official(preds, targets, role_verbs=(0,)):
+    return run(preds, targets, role_verbs=list(role_verbs))
+
+
+def test_official_detection_on_a_person_outside_vcoco_is_dropped():
+    # .9 lands on P2, a person outside V-COCO: neither TP nor FP; .8 is a TP -> AP 1 (2 ranked dets would give .5)
+    dets = [pred(0, [(P2, OB, 0, 1, 0.9), (P, OB, 0, 1, 0.8)])]
+    r = run_official(dets, [official(0, [(P, False), (P2, True)], [(0, 0, OB)])])
+    assert (r["mAP_role_s1"], r["mAP_role_s2"]) == (100.0, 100.0)
+    # the same person inside V-COCO without any action: the .9 is a false positive ranked first -> AP 1/2
+    r = run_official(dets, [official(0, [(P, False), (P2, False)], [(0, 0, OB)])])
+    assert (r["mAP_role_s1"], r["mAP_role_s2"]) == (50.0, 50.0)
+
+
+def test_official_detection_overlapping_nobody_takes_the_first_person():
+    far = [500.0, 500.0, 509.0, 509.0]
+    dets = [pred(0, [(far, OB, 0, 1, 0.9), (P, OB, 0, 1, 0.8)])]
+    # argmax of all-zero overlaps is person 0; outside V-COCO -> dropped -> AP 1
+    r = run_official(dets, [official(0, [(P2, True), (P, False)], [(1, 0, OB)])])
+    assert r["mAP_role_s1"] == 100.0
+    # persons in the other order: person 0 does verb 0 but IoU 0 < .5 -> FP first -> AP 1/2
+    r = run_official(dets, [official(0, [(P, False), (P2, True)], [(0, 0, OB)])])
+    assert r["mAP_role_s1"] == 50.0
+
+
+def test_official_objectless_role_in_both_scenarios():
+    gts = [official(0, [(P, False)], [(0, 2, None)])]
+    r = run_official([pred(0, [(P, OB, 2, 1, 0.9)])], gts, role_verbs=[2])
+    assert (r["mAP_role_s1"], r["mAP_role_s2"]) == (0.0, 100.0)
+    r = run_official([pred(0, [(P, Z, 2, 1, 0.9)])], gts, role_verbs=[2])
+    assert (r["mAP_role_s1"], r["mAP_role_s2"]) == (100.0, 100.0)
+
+
+def test_official_iou_uses_the_given_boxes_with_the_plus_one_rule():
+    # GT person [0, 0, 9, 9] (10 x 10 pixels with +1). Detection [0, 0, 9, 19]: 100 / 200 = .5 -> TP;
+    # [0, 0, 9, 20]: 100 / 210 < .5 -> FP
+    gts = [official(0, [(P, False)], [(0, 0, OB)])]
+    assert run_official([pred(0, [([0.0, 0.0, 9.0, 19.0], OB, 0, 1, 0.9)])], gts)["mAP_role_s1"] == 100.0
+    assert run_official([pred(0, [([0.0, 0.0, 9.0, 20.0], OB, 0, 1, 0.9)])], gts)["mAP_role_s1"] == 0.0
+
+
+def test_official_npos_counts_vcoco_persons_only():
+    # two V-COCO persons do verb 0 (npos 2), one outside V-COCO: one TP -> rec .5, prec 1 -> AP .5
+    gts = [official(0, [(P, False), (P2, False), (OB2, True)], [(0, 0, OB), (1, 0, OB2)])]
+    r = run_official([pred(0, [(P, OB, 0, 1, 0.9)])], gts)
+    assert r["mAP_role_s1"] == 50.0
+
+
+def test_official_tied_scores_follow_argsort_reversed():
+    # two identical detections (right person, right role, same score) a, b: whichever is processed first is
+    # the TP, the other a duplicate FP. vsrl_eval processes an image's detections in np.argsort(s)[::-1]
+    # order and ranks the processed list by that rule again. With t = that order on two ties:
+    # t = (1, 0): processed [b TP, a FP], ranked [a FP, b TP] -> AP 1/2; t = (0, 1): TP first -> AP 1.
+    first_of_tie = int(np.argsort(np.float32([0.5, 0.5]))[::-1][0])
+    dets = [pred(0, [(P, OB, 0, 1, 0.5), (P, OB, 0, 1, 0.5)])]
+    r = run_official(dets, [official(0, [(P, False)], [(0, 0, OB)])])
+    assert r["mAP_role_s1"] == (50.0 if first_of_tie == 1 else 100.0)
+    # the same two detections in two images laid out by COCO id (11 then 12; dataset ids reversed):
+    # image 12 has the TP, image 11 the FP; ranked by the tie order over the layout [11, 12]
+    gts = [official(0, [(P, False)], [(0, 0, OB)], coco_id=12), official(1, [(P, False)], [], coco_id=11)]
+    dets = [pred(0, [(P, OB, 0, 1, 0.5)]), pred(1, [(P, OB, 0, 1, 0.5)])]
+    r = run_official(dets, gts)
+    tp_first = first_of_tie == 1  # layout [image 11 (FP), image 12 (TP)]
+    assert r["mAP_role_s1"] == (100.0 if tp_first else 50.0)
+
+
+def test_vsrl_tie_order_replays_numpy_argsort_per_group():
+    rng = np.random.default_rng(0)
+    groups = np.repeat(np.arange(4), [3, 40, 17, 1])
+    scores = rng.choice(np.float32([0.2, 0.5, 0.7]), groups.size)
+    position = np.concatenate([rng.permutation(n) for n in (3, 40, 17, 1)])
+    order = F.vsrl_tie_order(groups, scores, position)
+    for g in range(4):
+        idx = np.flatnonzero(groups == g)
+        listed = idx[np.argsort(position[idx])]
+        assert order[groups[order] == g].tolist() == listed[np.argsort(scores[listed])[::-1]].tolist()
+
+
+def test_official_and_hoia_targets_do_not_mix():
+    m = VCOCORoleAP(5, no_object_index=NO_OBJ)
+    with pytest.raises(ValueError, match="give it for every image or for none"):
+        m.update([pred(0, []), pred(1, [])], [official(0, [(P, False)], []), gt(1, [])])
+    hoia = gt(0, [(P, OB, 0, 1)])
+    hoia.vcoco = official(0, [(P, False), (P2, True)], [(0, 0, OB)])
+    dets = [pred(0, [(P2, OB, 0, 1, 0.9), (P, OB, 0, 1, 0.8)])]
+    # HOIGroundTruth.vcoco is used when set: the .9 on the person outside V-COCO is dropped
+    assert run_official(dets, [hoia])["mAP_role_s1"] == 100.0

@@ -1,7 +1,7 @@
 """hoiclip-lightning: HOICLIP human-object interaction detection as a PyTorch Lightning library."""
 
 from .errors import AnnotationError, CheckpointError, ConfigurationError, DatasetNotFoundError, HOICLIPError
-from .structures import HOIBatch, HOIGroundTruth, HOIOutputs, HOIPrediction, HOITarget
+from .structures import HOIBatch, HOIGroundTruth, HOIOutputs, HOIPrediction, HOITarget, VCOCOGroundTruth
 from .vocabulary import HOIVocabulary
 
 __version__ = "0.1.0"
@@ -18,5 +18,6 @@ __all__ = [
     "HOIPrediction",
     "HOITarget",
     "HOIVocabulary",
+    "VCOCOGroundTruth",
     "__version__",
 ]

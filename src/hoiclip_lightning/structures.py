@@ -31,6 +31,9 @@ class HOIGroundTruth:
         verb_labels: ``[M]`` long, contiguous verb index.
         hoi_labels: ``[M]`` long, HOI class index in the full vocabulary (all classes, seen and unseen).
         size: ``(height, width)`` of the original image.
+        vcoco: what the official V-COCO files say about the image (every COCO person, who is outside
+            V-COCO, role boxes), when the data module was pointed at them; :class:`VCOCORoleAP` then
+            follows ``vsrl_eval.py`` on it instead of on the rows above. ``None`` otherwise.
     """
 
     image_id: int
@@ -40,6 +43,7 @@ class HOIGroundTruth:
     verb_labels: Tensor
     hoi_labels: Tensor
     size: tuple[int, int] = (0, 0)
+    vcoco: VCOCOGroundTruth | None = None
 
     @staticmethod
     def empty(image_id: int, size: tuple[int, int] = (0, 0)) -> HOIGroundTruth:
@@ -49,6 +53,50 @@ class HOIGroundTruth:
 
     def __len__(self) -> int:
         return int(self.hoi_labels.shape[0])
+
+
+@dataclass
+class VCOCOGroundTruth:
+    """One image of a V-COCO split as ``s-gupta/v-coco`` ``vsrl_eval.py`` sees it (official files).
+
+    Built by :func:`hoiclip_lightning.data.load_vcoco_official`. The persons are every valid COCO
+    person annotation of the image, in the order of the COCO instances file (annotations flagged
+    ``ignore``, with zero area or with a degenerate box are left out, as ``vsrl_eval`` does); a
+    detection is matched to the first person of largest overlap among them. Boxes follow ``vsrl_eval``:
+    ``x2 = x + max(0, w - 1)``, ``y2 = y + max(0, h - 1)``, every coordinate clipped to
+    ``[0, width - 1]`` / ``[0, height - 1]``, stored as float32.
+
+    Attributes:
+        image_id: the id that pairs this image with :attr:`HOIPrediction.image_id` (the loader puts the
+            COCO id here; a dataset replaces it with its own index).
+        coco_image_id: COCO image id; images are evaluated in ascending COCO id, as ``vsrl_eval`` does.
+        person_boxes: ``[P, 4]`` float32 xyxy pixels, the convention above.
+        person_ignored: ``[P]`` bool, True for persons without V-COCO annotation (crowd boxes and
+            persons left out of V-COCO): a detection whose best person is one of them is neither a true
+            nor a false positive.
+        action_person: ``[A]`` long, index into ``person_boxes`` of each (person, action-role) row; a
+            V-COCO person without any row does no action (a detection matched to it is a false positive).
+        action_verbs: ``[A]`` long, action-role class (verb index of the vocabulary).
+        role_boxes: ``[A, 4]`` float32 xyxy pixels of the role object, all ``-1`` where the person does the
+            action without an object for this role (``vsrl_eval``'s marker).
+        size: ``(height, width)`` of the image.
+    """
+
+    image_id: int
+    coco_image_id: int
+    person_boxes: Tensor
+    person_ignored: Tensor
+    action_person: Tensor
+    action_verbs: Tensor
+    role_boxes: Tensor
+    size: tuple[int, int] = (0, 0)
+
+    @property
+    def num_persons(self) -> int:
+        return int(self.person_boxes.shape[0])
+
+    def __len__(self) -> int:
+        return int(self.action_verbs.shape[0])
 
 
 @dataclass

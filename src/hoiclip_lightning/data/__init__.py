@@ -29,6 +29,7 @@ from .transforms import (
     resized_size,
     to_normalized_tensor,
 )
+from .vcoco_official import attach_vcoco_official, coco_image_id, find_vcoco_official_files, load_vcoco_official
 
 __all__ = [
     "CLIP_MEAN",
@@ -48,11 +49,15 @@ __all__ = [
     "ResizeShortSide",
     "SubsetStats",
     "SyntheticSummary",
+    "attach_vcoco_official",
+    "coco_image_id",
     "collate_hoi",
     "generate_synthetic_dataset",
     "count_hoi_instances",
     "load_annotations",
+    "find_vcoco_official_files",
     "load_image",
+    "load_vcoco_official",
     "load_verb_object_matrix",
     "pad_images",
     "rare_hoi_ids",

@@ -40,6 +40,7 @@ from .subsets import (
     zero_shot_filter,
 )
 from .transforms import DETR_SCALES, ClipTransform, HOIEvalTransform, HOITrainTransform
+from .vcoco_official import attach_vcoco_official, load_vcoco_official
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,12 @@ class HOIDataModule(L.LightningDataModule):
         predict_images: images for ``predict``: a folder (its image files) or a text file listing image
             paths; they get the evaluation transforms. ``None``: ``predict`` runs on the test split. With
             it set, ``setup("predict")`` reads neither the dataset root nor its annotations.
+        vcoco_official_dir: ``vcoco`` only: folder with the official V-COCO files (``vcoco/vcoco_test.json``,
+            ``instances_vcoco_all_2014.json``, ``splits/vcoco_test.ids``; the ``data`` folder of a
+            ``s-gupta/v-coco`` checkout). Each test image's ground truth then carries them
+            (``HOIGroundTruth.vcoco``), and :class:`~hoiclip_lightning.metrics.VCOCORoleAP` evaluates
+            exactly as ``vsrl_eval.py``. The image is found by the COCO id in its file name.
+        vcoco_official_split: which official split the test file holds (``test`` for the HOIA test file).
     """
 
     def __init__(
@@ -150,6 +157,8 @@ class HOIDataModule(L.LightningDataModule):
         pin_memory: bool = False,
         check_images: bool = True,
         predict_images: str | None = None,
+        vcoco_official_dir: str | None = None,
+        vcoco_official_split: str = "test",
     ) -> None:
         super().__init__()
         if dataset_format not in _FORMATS:
@@ -168,6 +177,8 @@ class HOIDataModule(L.LightningDataModule):
             raise ConfigurationError(f"num_workers must be >= 0, got {num_workers}")
         if not train_scales:
             raise ConfigurationError("train_scales must not be empty")
+        if vcoco_official_dir is not None and dataset_format != "vcoco":
+            raise ConfigurationError(f"vcoco_official_dir needs dataset_format 'vcoco', got {dataset_format!r}")
         if vocabulary is None:
             # record what `None` resolves to, so the hyper-parameters name the label space that was used
             custom = Path(root) / "vocabulary.json"
@@ -307,10 +318,17 @@ class HOIDataModule(L.LightningDataModule):
             self._skip_counts["test"] = test_set.skipped
             if stage != "predict":
                 _check_evaluation_split(test_path, test_set)
+            official = None
+            if hp.vcoco_official_dir is not None:
+                official = attach_vcoco_official(
+                    test_set.records, test_path.name,
+                    load_vcoco_official(hp.vcoco_official_dir, hp.vcoco_official_split, vocab),
+                )
             self.test_dataset = HOIDataset(
                 test_set.records, vocab, train=False,
                 transform=HOIEvalTransform(hp.test_scale, hp.test_max_size),
                 clip_transform=ClipTransform(hp.clip_image_size), max_boxes=None, return_gt=True,
+                official_gt=official,
             )
             log.info("test split: %d images", len(self.test_dataset))
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -20,7 +21,7 @@ from torch.utils.data import Dataset
 from torchvision.ops import box_convert
 
 from ..errors import AnnotationError, DatasetNotFoundError
-from ..structures import HOIGroundTruth, HOITarget
+from ..structures import HOIGroundTruth, HOITarget, VCOCOGroundTruth
 from ..vocabulary import HOIVocabulary
 from .formats import ImageRecord
 from .transforms import ClipTransform, HOIEvalTransform, HOITrainTransform, to_normalized_tensor
@@ -61,6 +62,8 @@ class HOIDataset(Dataset):
         max_boxes: training images keep only their first ``max_boxes`` boxes (``None``: all).
         return_gt: attach :class:`HOIGroundTruth` (original pixels) as ``target.gt``; default: not
             ``train``.
+        official_gt: per record, the official V-COCO ground truth to attach as ``target.gt.vcoco``
+            (:func:`~hoiclip_lightning.data.attach_vcoco_official`); ``None``: none.
     """
 
     def __init__(
@@ -73,8 +76,12 @@ class HOIDataset(Dataset):
         train_hoi_ids: Sequence[int] | None = None,
         max_boxes: int | None = 64,
         return_gt: bool | None = None,
+        official_gt: Sequence[VCOCOGroundTruth] | None = None,
     ) -> None:
         self.records = list(records)
+        if official_gt is not None and len(official_gt) != len(self.records):
+            raise ValueError(f"official_gt has {len(official_gt)} entries for {len(self.records)} records")
+        self.official_gt = list(official_gt) if official_gt is not None else None
         self.vocab = vocab
         self.train = train
         self.transform = transform if transform is not None else (HOITrainTransform() if train else HOIEvalTransform())
@@ -168,8 +175,11 @@ class HOIDataset(Dataset):
         """Annotated HOIs of image ``idx`` in original pixels, one row per annotation (all classes)."""
         rec = self.records[idx]
         size = size if size is not None else (rec.height, rec.width)
+        official = replace(self.official_gt[idx], image_id=idx) if self.official_gt is not None else None
         if rec.num_hois == 0:
-            return HOIGroundTruth.empty(idx, size)
+            gt = HOIGroundTruth.empty(idx, size)
+            gt.vcoco = official
+            return gt
         boxes = torch.from_numpy(np.concatenate([rec.boxes, np.zeros((1, 4), np.float32)])).float()
         labels = np.concatenate([rec.labels, [self.vocab.no_object_index if self.vocab.no_object_index is not None
                                               else -1]])
@@ -182,4 +192,5 @@ class HOIDataset(Dataset):
             verb_labels=torch.from_numpy(rec.hois[:, 2].copy()),
             hoi_labels=torch.from_numpy(rec.hois[:, 3].copy()),
             size=size,
+            vcoco=official,
         )

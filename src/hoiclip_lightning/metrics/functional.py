@@ -31,6 +31,8 @@ __all__ = [
     "iou_official",
     "iou_reference",
     "iou_vsrl",
+    "iou_vsrl32",
+    "vsrl_tie_order",
     "greedy_match",
     "segment_starts",
     "eleven_point_ap",
@@ -133,6 +135,58 @@ def iou_vsrl(boxes: np.ndarray, ref: np.ndarray) -> np.ndarray:
     ) - inter
     with np.errstate(divide="ignore", invalid="ignore"):
         return inter / uni
+
+
+def iou_vsrl32(boxes: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """:func:`iou_vsrl` in float32, as ``vsrl_eval`` computes it on its float32 arrays under NumPy >= 2.
+
+    ``vsrl_eval`` stores GT and detection boxes in float32 arrays, and NumPy 2 keeps Python-float
+    constants weak, so every step (the ``+ 1``, areas, union, division) is a float32 operation; the order
+    of the operations is the same as :func:`iou_vsrl`.
+    """
+    b = np.asarray(boxes, dtype=np.float32)
+    r = np.asarray(ref, dtype=np.float32)
+    one, zero = np.float32(1.0), np.float32(0.0)
+    iw = np.maximum(np.minimum(b[:, 2], r[:, 2]) - np.maximum(b[:, 0], r[:, 0]) + one, zero)
+    ih = np.maximum(np.minimum(b[:, 3], r[:, 3]) - np.maximum(b[:, 1], r[:, 1]) + one, zero)
+    inter = iw * ih
+    uni = (r[:, 2] - r[:, 0] + one) * (r[:, 3] - r[:, 1] + one) + (b[:, 2] - b[:, 0] + one) * (
+        b[:, 3] - b[:, 1] + one
+    ) - inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return inter / uni
+
+
+def vsrl_tie_order(groups: np.ndarray, scores32: np.ndarray, position: np.ndarray) -> np.ndarray:
+    """Processing order of detections, group by group, as ``scores.argsort()[::-1]`` leaves it in each group.
+
+    ``vsrl_eval`` ranks the detections of one image and one action-role with NumPy's default (unstable)
+    ``argsort`` on their float32 scores, listed in input order, then reverses it. Exactly tied scores
+    therefore come out in an order that only that call knows; this replays it.
+
+    Args:
+        groups: ``[D]`` int, any key (e.g. class and image); groups come out in ascending key order.
+        scores32: ``[D]`` float32 scores.
+        position: ``[D]`` input order inside a group (smaller first).
+
+    Returns:
+        ``[D]`` permutation: groups ascending, descending score inside each group, ties as vsrl_eval.
+    """
+    order = np.lexsort((position, -scores32.astype(np.float64), groups))
+    if order.size < 2:
+        return order
+    g, s = groups[order], scores32[order]
+    tied = (g[1:] == g[:-1]) & (s[1:] == s[:-1])
+    if not tied.any():
+        return order
+    starts = segment_starts(g)
+    ends = np.r_[starts[1:], g.size]
+    has_tie = np.add.reduceat(np.r_[tied, False].astype(np.int64), starts) > 0
+    for a, b in zip(starts[has_tie], ends[has_tie], strict=True):
+        seg = order[a:b]
+        seg = seg[np.argsort(position[seg], kind="stable")]  # as the caller listed them
+        order[a:b] = seg[np.argsort(scores32[seg])[::-1]]
+    return order
 
 
 def segment_starts(sorted_keys: np.ndarray) -> np.ndarray:

@@ -76,8 +76,12 @@ def check_paired(preds: Sequence[HOIPrediction], targets: Sequence[HOIGroundTrut
 
 
 def pack_predictions(preds: Sequence[HOIPrediction], topk: int | None, device: torch.device,
-                     label_field: str = "hoi_labels", extra_field: str | None = None) -> tuple[Tensor, Tensor]:
-    """Rows ``(8 box, score, label[, extra])`` of a batch, per image descending score (stable), top-k.
+                     label_field: str = "hoi_labels", extra_field: str | None = None,
+                     with_position: bool = False) -> tuple[Tensor, Tensor]:
+    """Rows ``(8 box, score, label[, extra][, position])`` of a batch, per image descending score (stable), top-k.
+
+    ``position`` (with ``with_position``) is the row's index in its image's prediction as given, so that a
+    metric can replay the order in which the caller listed tied detections.
 
     Returns ``(rows [sum K_i * W], counts [B])`` on ``device`` (rows flattened to 1-D, float64). The work is
     done in NumPy: tiny tensors gain nothing from torch's thread pool and lose a lot on a busy machine.
@@ -93,8 +97,11 @@ def pack_predictions(preds: Sequence[HOIPrediction], topk: int | None, device: t
     ]
     if extra_field is not None:
         cols.append(_np([getattr(p, extra_field) for p in preds], 1))
-    rows = np.concatenate(cols, axis=1)
     img = np.repeat(np.arange(len(preds)), counts)
+    if with_position:
+        starts = np.cumsum(counts) - counts
+        cols.append((np.arange(img.size) - np.repeat(starts, counts)).astype(np.float64)[:, None])
+    rows = np.concatenate(cols, axis=1)
     order = np.lexsort((-rows[:, 8], img))  # by image, then descending score, ties in input order
     rows = rows[order]
     if topk is not None and (counts > topk).any():
