@@ -41,8 +41,7 @@ from . import functional as F
 logger = logging.getLogger(__name__)
 
 PROTOCOLS = ("official", "reference")
-_DET_STATES = ("det_sub_boxes", "det_obj_boxes", "det_scores", "det_labels")
-_GT_STATES = ("gt_sub_boxes", "gt_obj_boxes", "gt_labels")
+_STATES = ("occurrences", "boxes", "scores", "labels")
 
 
 def _check_class_list(name: str, values: Iterable[int] | None, num: int) -> list[int] | None:
@@ -238,41 +237,49 @@ class HICODetMAP(Metric):
         self.iou_threshold = float(iou_threshold)
         self.matlab_thresholds = matlab_thresholds
 
-        # One flat list state per column, in the dtype the caller gave (float64/int64 copies would cost
-        # more at update than they save); all 1-D so that an empty rank's placeholder gathers under DDP.
-        self.add_state("occurrences", default=[], dist_reduce_fx="cat")  # (image_id, n_det, n_gt) per image
-        for name in _DET_STATES + _GT_STATES:
+        # Flat list states, one tensor per update (all 1-D, so that an empty rank's placeholder gathers under
+        # DDP), in the caller's dtypes (copies to float64/int64 would cost more here than they save later):
+        #   occurrences  (image_id, n_det, n_gt, position in its update) per image, float64
+        #   boxes        per update: [n_det, 4] human boxes of the predictions, [n_det, 4] object boxes, then the
+        #                same for the GT pairs ([n_gt, 4] twice)
+        #   scores       per update: [n_det] prediction scores
+        #   labels       per update: [n_det] prediction HOI classes, then [n_gt] GT HOI classes
+        for name in _STATES:
             self.add_state(name, default=[], dist_reduce_fx="cat")
 
     # ------------------------------------------------------------------ update
     def update(self, preds: Sequence[HOIPrediction], targets: Sequence[HOIGroundTruth]) -> None:
         """Add a batch: one :class:`HOIPrediction` and one :class:`HOIGroundTruth` per image, same order.
 
-        The batch is stored as a few concatenated tensors (no sorting, no per-image objects); ranking and
+        The batch is stored as three concatenated tensors (no sorting, no per-image objects); ranking and
         matching happen in :meth:`compute`. Predictions are cut to ``per_image_topk`` here only when an
         image has more, to bound memory.
         """
         if not check_paired(preds, targets):
             return
-        n_det = [len(p) for p in preds]
-        n_gt = [len(t) for t in targets]
-        det = [torch.cat([p.sub_boxes for p in preds]).detach().reshape(-1, 4),
-               torch.cat([p.obj_boxes for p in preds]).detach().reshape(-1, 4),
-               torch.cat([p.scores for p in preds]).detach().reshape(-1),
-               torch.cat([p.hoi_labels for p in preds]).detach().reshape(-1)]
-        gt = [torch.cat([t.sub_boxes for t in targets]).detach().reshape(-1, 4),
-              torch.cat([t.obj_boxes for t in targets]).detach().reshape(-1, 4),
-              torch.cat([t.hoi_labels for t in targets]).detach().reshape(-1)]
-        for labels in (gt[2], det[3]):
-            self._check_labels(labels)
+        n_det = [p.scores.shape[0] for p in preds]
+        n_gt = [t.hoi_labels.shape[0] for t in targets]
         topk = self.per_image_topk
         if topk is not None and max(n_det) > topk:
+            det = [torch.cat([p.sub_boxes for p in preds]), torch.cat([p.obj_boxes for p in preds]),
+                   torch.cat([p.scores for p in preds]), torch.cat([p.hoi_labels for p in preds])]
             det, n_det = _top_k_per_image(det, n_det, topk)
+            boxes = torch.cat([det[0], det[1], *(t.sub_boxes for t in targets), *(t.obj_boxes for t in targets)])
+            scores = det[2]
+            labels = torch.cat([det[3], *(t.hoi_labels for t in targets)])
+        else:
+            boxes = torch.cat([*(p.sub_boxes for p in preds), *(p.obj_boxes for p in preds),
+                               *(t.sub_boxes for t in targets), *(t.obj_boxes for t in targets)])
+            scores = torch.cat([p.scores for p in preds])
+            labels = torch.cat([*(p.hoi_labels for p in preds), *(t.hoi_labels for t in targets)])
+        self._check_labels(labels)
         dev = self.device
-        occ = [v for p, nd, ng in zip(preds, n_det, n_gt, strict=True) for v in (float(int(p.image_id)), nd, ng)]
-        self.occurrences.append(torch.tensor(occ, dtype=torch.float64, device=dev))
-        for name, t in zip(_DET_STATES + _GT_STATES, det + gt, strict=True):
-            getattr(self, name).append(t.reshape(-1).to(dev))
+        rows = zip(preds, n_det, n_gt, strict=True)
+        occ = np.array([(int(p.image_id), nd, ng, k) for k, (p, nd, ng) in enumerate(rows)], dtype=np.float64)
+        self.occurrences.append(torch.from_numpy(occ.reshape(-1)).to(dev))
+        self.boxes.append(boxes.reshape(-1).to(dev))
+        self.scores.append(scores.reshape(-1).to(dev))
+        self.labels.append(labels.reshape(-1).to(dev))
 
     def _check_labels(self, labels: Tensor) -> None:
         if labels.numel() == 0:
@@ -285,27 +292,39 @@ class HICODetMAP(Metric):
             raise ValueError(f"HOI labels must be integers in 0..{self.num_hois - 1}")
 
     # ------------------------------------------------------------------ gathered data
-    def _columns(self) -> dict[str, np.ndarray | None] | None:
+    def _columns(self) -> dict | None:
         """The states as NumPy columns: first occurrence of each image, images by ascending id.
 
-        Detection boxes stay where they are: ``det_src`` maps each detection to its row in ``det_sub`` /
-        ``det_obj`` (None: the identity), so that only the boxes that get compared are ever converted.
-        With ``per_image_topk`` the detections are grouped by image in descending score order (stable)
-        and cut to the top k.
+        Detection boxes stay where they are: ``det_src`` maps each detection to its stored position (None:
+        the identity) and :meth:`_det_rows` finds its boxes, so that only the boxes that get compared are
+        ever converted. With ``per_image_topk`` the detections are grouped by image in descending score
+        order (stable) and cut to the top k.
         """
         if isinstance(self.occurrences, list) and not self.occurrences:
             return None
-        occ = _state_np(self.occurrences).astype(np.float64).reshape(-1, 3)
+        occ = _state_np(self.occurrences).astype(np.float64).reshape(-1, 4)
+        if occ.shape[0] == 0:
+            return None
         image_ids, det_take, det_img, gt_take, gt_img, dup = F.deduplicated_rows(occ)
         if dup:
             logger.debug("HICODetMAP: %d repeated image occurrence(s) ignored (DDP padding)", dup)
-        raw = {name: _state_np(getattr(self, name)) for name in _DET_STATES + _GT_STATES}
+        boxes = _state_np(self.boxes).reshape(-1, 4)
+        scores = _state_np(self.scores)
+        labels = _state_np(self.labels)
+        # per update: prediction / GT counts and where its rows start (see the state layout in __init__)
+        update = np.cumsum(occ[:, 3] == 0) - 1
+        nd = np.bincount(update, occ[:, 1], minlength=update[-1] + 1).astype(np.int64)
+        ng = np.bincount(update, occ[:, 2], minlength=update[-1] + 1).astype(np.int64)
+        od, og = np.cumsum(nd) - nd, np.cumsum(ng) - ng
+        if boxes.shape[0] != 2 * (nd.sum() + ng.sum()) or labels.size != nd.sum() + ng.sum():
+            raise RuntimeError("HICODetMAP states are inconsistent (were they modified or partly synced?)")
 
         def take(a: np.ndarray, idx: np.ndarray | None) -> np.ndarray:
             return a if idx is None else a[idx]
 
-        det_cls = take(raw["det_labels"], det_take).astype(np.int64)
-        det_score = take(raw["det_scores"], det_take)
+        det_pos = take(np.arange(int(nd.sum()), dtype=np.int64), det_take)
+        det_cls = labels[det_pos + np.repeat(og, nd)[det_pos]].astype(np.int64)
+        det_score = take(scores, det_take)
         det_src = det_take
         if self.per_image_topk is not None and det_img.size:
             order = F.class_score_order(det_img, det_score)
@@ -315,20 +334,23 @@ class HICODetMAP(Metric):
             sel = order[np.arange(order.size) - np.repeat(starts, lengths) < self.per_image_topk]
             det_img, det_cls, det_score = det_img[sel], det_cls[sel], det_score[sel]
             det_src = sel if det_src is None else det_src[sel]
-        gt_boxes = np.concatenate(
-            [raw["gt_sub_boxes"].reshape(-1, 4), raw["gt_obj_boxes"].reshape(-1, 4)], axis=1, dtype=np.float64
-        )
+        gt_pos = take(np.arange(int(ng.sum()), dtype=np.int64), gt_take)
+        gt_upd = np.repeat(np.arange(nd.size), ng)[gt_pos]
+        gt_sub_row = gt_pos + 2 * od[gt_upd] + og[gt_upd] + 2 * nd[gt_upd]
+        gt_boxes = np.concatenate([boxes[gt_sub_row], boxes[gt_sub_row + ng[gt_upd]]], axis=1, dtype=np.float64)
         return {
             "image_ids": image_ids,
             "det_img": det_img,
             "det_cls": det_cls,
             "det_score": det_score,
             "det_src": det_src,
-            "det_sub": raw["det_sub_boxes"].reshape(-1, 4),
-            "det_obj": raw["det_obj_boxes"].reshape(-1, 4),
+            "boxes": boxes,
+            "update_end": np.cumsum(nd),  # end of each update's predictions
+            "update_shift": od + 2 * og,  # human box row - prediction position, per update
+            "update_n": nd,
             "gt_img": gt_img,
-            "gt_boxes": take(gt_boxes, gt_take),
-            "gt_cls": take(raw["gt_labels"], gt_take).astype(np.int64),
+            "gt_boxes": gt_boxes,
+            "gt_cls": labels[gt_pos + od[gt_upd] + nd[gt_upd]].astype(np.int64),
         }
 
     @staticmethod
@@ -337,8 +359,11 @@ class HICODetMAP(Metric):
         src = data["det_src"]
         if idx is not None:
             src = idx if src is None else src[idx]
-        sub, obj = data["det_sub"], data["det_obj"]
-        return (sub, obj) if src is None else (sub[src], obj[src])
+        if src is None:
+            src = np.arange(data["det_cls"].size)
+        upd = np.searchsorted(data["update_end"], src, side="right")
+        sub_row = src + data["update_shift"][upd]
+        return data["boxes"][sub_row], data["boxes"][sub_row + data["update_n"][upd]]
 
     @classmethod
     def _det_boxes(cls, data: dict, idx: np.ndarray | None = None, dtype: type = np.float64) -> np.ndarray:
@@ -405,7 +430,7 @@ class HICODetMAP(Metric):
             logger.warning("HICODetMAP.compute() called before any update; returning NaN")
             z = np.zeros(0, np.int64)
             data = {"image_ids": z, "det_img": z, "det_cls": z, "det_score": np.zeros(0), "det_src": None,
-                    "det_sub": np.zeros((0, 4)), "det_obj": np.zeros((0, 4)), "gt_img": z,
+                    "boxes": np.zeros((0, 4)), "update_end": z, "update_shift": z, "update_n": z, "gt_img": z,
                     "gt_boxes": np.zeros((0, 8)), "gt_cls": z}
         npos = np.bincount(data["gt_cls"], minlength=c).astype(np.int64)
         thresholds = F.matlab_thresholds() if self.matlab_thresholds else F.numpy_thresholds()
@@ -450,7 +475,7 @@ class HICODetMAP(Metric):
         keys = (data["det_img"] * c + data["det_cls"], data["gt_img"] * c + data["gt_cls"])
         gt = data["gt_boxes"]
         if self.protocol == "official":
-            f32 = all(data[k].dtype in (np.float16, np.float32) for k in ("det_sub", "det_obj"))
+            f32 = data["boxes"].dtype in (np.float16, np.float32)
             rnd = F.round_half_away_f32 if f32 else F.round_half_away
 
             def with_areas(cols: list[np.ndarray]) -> list[np.ndarray]:
