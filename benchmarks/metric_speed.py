@@ -1,8 +1,8 @@
 """Speed and memory of HICODetMAP on the real HICO-DET test annotations with synthetic predictions.
 
 Usage:
-    python benchmarks/metric_speed.py [ANNOTATIONS_JSON] [--per-image 100] [--batch 8] [--loop-images 600]
-                                      [--full-loop]
+    python benchmarks/metric_speed.py [ANNOTATIONS_JSON] [--per-image 100] [--batch 8] [--repeats 5]
+                                      [--loop-images 600] [--full-loop]
 
 ANNOTATIONS_JSON defaults to ../shared/reference-data/hicodet_instances_test2015.json (relative to the
 repository root); it is read in the fredzzhang format (per image ``boxes_h``, ``boxes_o``, ``hoi``); only the
@@ -10,13 +10,20 @@ HOI ids and boxes are used. Predictions: ``--per-image`` triplets per image, 60%
 them with the GT class, the rest a random class), 40% random boxes and classes; float32 scores, higher for
 the GT-based ones.
 
-Printed per protocol: wall time of ``update`` over all images (batches of ``--batch``) and of ``compute()``,
-and the extra memory: peak resident set size above the level just before the first update, sampled every
-millisecond by a thread reading /proc/self/statm (``rss peak``), and the growth of ``ru_maxrss``
-(``maxrss delta``, a lower bound when the process peaked earlier). Then a straightforward per-detection
-Python loop implementation of each protocol is timed on the first ``--loop-images`` images and
-extrapolated linearly to all detections (or run on all of them with ``--full-loop``, which also checks
-that the vectorised metric gives the same mAPs on the full data).
+Printed:
+
+* per protocol, the wall time of ``update`` over all images (batches of ``--batch``) and of ``compute()``
+  (official: Default and Known-Object together), the minimum of ``--repeats`` runs; then the extra memory
+  of one more run: peak resident set size above the level just before the first update, sampled every
+  millisecond by a thread reading /proc/self/statm (``rss peak``), and the growth of ``ru_maxrss``
+  (``maxrss delta``, a lower bound when the process peaked earlier);
+* the same time for ``NumpyOfficial``, a plain NumPy evaluator of the official rules (class by class:
+  rank, overlaps with the class's GT pairs of each detection's image, claims in rank order), for both
+  modes and for Default alone; its runs alternate with HICODetMAP's so that both see the same machine
+  load. The script stops if the two disagree on any per-class AP; it prints the ratio of the times;
+* a straightforward per-detection Python loop of each protocol, timed on the first ``--loop-images``
+  images and extrapolated linearly to all detections (or run on all of them with ``--full-loop``)
+  (``--loop-images 0`` skips it).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import json
 import math
 import os
 import resource
+import sys
 import threading
 import time
 from pathlib import Path
@@ -36,6 +44,9 @@ import torch
 from hoiclip_lightning.metrics import HICODetMAP
 from hoiclip_lightning.structures import HOIGroundTruth, HOIPrediction
 from hoiclip_lightning.vocabulary import HOIVocabulary
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import describe_machine  # noqa: E402
 
 DEFAULT_ANNOTATIONS = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference-data" / (
     "hicodet_instances_test2015.json"
@@ -391,8 +402,10 @@ def main() -> None:
     preds = make_predictions(targets, args.per_image, vocab.num_hois, args.seed)
     n_det = sum(len(p) for p in preds)
     n_gt = sum(len(t) for t in targets)
-    print(f"{len(targets)} images, {n_gt} GT pairs, {n_det} predicted triplets, batches of {args.batch}, "
-          f"torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs, min of {args.repeats} runs")
+    print("machine:", describe_machine())
+    print(f"{len(targets)} images, {n_gt} GT pairs, {n_det} predicted triplets, batches of {args.batch}; "
+          f"times are the minimum of {args.repeats} runs (HICODetMAP and the plain NumPy evaluator alternate); "
+          "NumPy makes no threaded calls here")
 
     # ours and the baseline alternate, so that both see the same machine load
     runs: dict[str, list[tuple[float, ...]]] = {"official": [], "reference": [], "numpy": []}
