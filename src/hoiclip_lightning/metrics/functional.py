@@ -15,6 +15,11 @@ Both share the matching rule implemented by :func:`greedy_match`: a detection is
 GT pair of its class in its image (matched or not), picks the *first* pair with the largest overlap
 ``min(IoU_human, IoU_object)``, and is a true positive iff that overlap is at least the threshold and
 no earlier detection picked the same pair with an overlap at least the threshold.
+
+The metric runs that rule in two independent steps: :func:`best_box_pairs` (each detection's best
+pair, which does not depend on the order) and :func:`first_claims` (each pair's earliest claimant in
+ranking order, from :func:`class_score_order`, a radix sort). :func:`eleven_point_ap_from_tps` then
+needs only the true positives and their ranks.
 """
 
 from __future__ import annotations
