@@ -327,7 +327,10 @@ class HICODetMAP(Metric):
         det_score = take(scores, det_take)
         det_src = det_take
         if self.per_image_topk is not None and det_img.size:
-            order = F.class_score_order(det_img, det_score)
+            # usually already in place: predictions come sorted by descending score
+            same_img = det_img[1:] == det_img[:-1]
+            in_place = not (same_img & ~(det_score[1:] <= det_score[:-1])).any()
+            order = np.arange(det_img.size) if in_place else F.class_score_order(det_img, det_score)
             img_sorted = det_img[order]
             starts = F.segment_starts(img_sorted)
             lengths = np.diff(np.r_[starts, img_sorted.size])
@@ -563,7 +566,12 @@ class HICODetMAP(Metric):
         for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
             seg = by_cls[s:e]
             final[s:e] = seg[np.argsort(-score32[seg])]
-        return F.segmented_eleven_point_ap(cls[final], tp[final], npos, thresholds)
+        tp_at = np.flatnonzero(tp[final])  # ranking positions of the true positives
+        tp_cls = cls_sorted[tp_at]
+        cstart = np.zeros(self.num_hois, dtype=np.int64)
+        cstart[cls_sorted[starts]] = starts
+        ap = F.eleven_point_ap_from_tps(tp_cls, tp_at - cstart[tp_cls] + 1, npos, thresholds)
+        return ap, np.bincount(cls, minlength=self.num_hois) > 0
 
     # ------------------------------------------------------------------ export
     def export_official(
