@@ -1,8 +1,8 @@
 """Speed and memory of HICODetMAP on the real HICO-DET test annotations with synthetic predictions.
 
 Usage:
-    python benchmarks/metric_speed.py [ANNOTATIONS_JSON] [--per-image 100] [--batch 8] [--loop-images 600]
-                                      [--full-loop]
+    python benchmarks/metric_speed.py [ANNOTATIONS_JSON] [--per-image 100] [--batch 8] [--repeats 5]
+                                      [--loop-images 600] [--full-loop]
 
 ANNOTATIONS_JSON defaults to ../shared/reference-data/hicodet_instances_test2015.json (relative to the
 repository root); it is read in the fredzzhang format (per image ``boxes_h``, ``boxes_o``, ``hoi``); only the
@@ -10,13 +10,20 @@ HOI ids and boxes are used. Predictions: ``--per-image`` triplets per image, 60%
 them with the GT class, the rest a random class), 40% random boxes and classes; float32 scores, higher for
 the GT-based ones.
 
-Printed per protocol: wall time of ``update`` over all images (batches of ``--batch``) and of ``compute()``,
-and the extra memory: peak resident set size above the level just before the first update, sampled every
-millisecond by a thread reading /proc/self/statm (``rss peak``), and the growth of ``ru_maxrss``
-(``maxrss delta``, a lower bound when the process peaked earlier). Then a straightforward per-detection
-Python loop implementation of each protocol is timed on the first ``--loop-images`` images and
-extrapolated linearly to all detections (or run on all of them with ``--full-loop``, which also checks
-that the vectorised metric gives the same mAPs on the full data).
+Printed:
+
+* per protocol, the wall time of ``update`` over all images (batches of ``--batch``) and of ``compute()``
+  (official: Default and Known-Object together), the minimum of ``--repeats`` runs; then the extra memory
+  of one more run: peak resident set size above the level just before the first update, sampled every
+  millisecond by a thread reading /proc/self/statm (``rss peak``), and the growth of ``ru_maxrss``
+  (``maxrss delta``, a lower bound when the process peaked earlier);
+* the same time for ``NumpyOfficial``, a plain NumPy evaluator of the official rules (class by class:
+  rank, overlaps with the class's GT pairs of each detection's image, claims in rank order), for both
+  modes and for Default alone; its runs alternate with HICODetMAP's so that both see the same machine
+  load. The script stops if the two disagree on any per-class AP; it prints the ratio of the times;
+* a straightforward per-detection Python loop of each protocol, timed on the first ``--loop-images``
+  images and extrapolated linearly to all detections (or run on all of them with ``--full-loop``)
+  (``--loop-images 0`` skips it).
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import json
 import math
 import os
 import resource
+import sys
 import threading
 import time
 from pathlib import Path
@@ -36,6 +44,9 @@ import torch
 from hoiclip_lightning.metrics import HICODetMAP
 from hoiclip_lightning.structures import HOIGroundTruth, HOIPrediction
 from hoiclip_lightning.vocabulary import HOIVocabulary
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _machine import describe_machine  # noqa: E402
 
 DEFAULT_ANNOTATIONS = Path(__file__).resolve().parents[1] / ".." / "shared" / "reference-data" / (
     "hicodet_instances_test2015.json"
@@ -239,16 +250,139 @@ def loop_reference(preds, targets, num_hois, rare, topk=100) -> dict[str, float]
             "mAP_non_rare": 100 * aps[counted & ~rm].mean()}
 
 
+# ------------------------------------------------------------------------------- plain NumPy baseline
+def _round_matlab(x: np.ndarray) -> np.ndarray:
+    """MATLAB ``round`` (halves away from zero); exact for the float32 values this benchmark produces."""
+    return np.where(x >= 0, np.floor(x + 0.5), np.ceil(x - 0.5))
+
+
+def _iou_rows(det: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """Row-wise IoU of rounded detections and GT boxes, ``+1`` pixel convention, float64."""
+    iw = np.minimum(det[:, 2], gt[:, 2]) - np.maximum(det[:, 0], gt[:, 0]) + 1.0
+    ih = np.minimum(det[:, 3], gt[:, 3]) - np.maximum(det[:, 1], gt[:, 1]) + 1.0
+    inter = iw * ih
+    union = (det[:, 2] - det[:, 0] + 1.0) * (det[:, 3] - det[:, 1] + 1.0) + (gt[:, 2] - gt[:, 0] + 1.0) * (
+        gt[:, 3] - gt[:, 1] + 1.0) - inter
+    ok = (iw > 0) & (ih > 0)
+    return np.where(ok, inter / np.where(ok, union, 1.0), 0.0)
+
+
+class NumpyOfficial:
+    """A plain NumPy evaluator of the official rules (Default and Known-Object), for timing.
+
+    ``update`` keeps each batch's arrays. ``compute`` follows the MATLAB code class by class: rank the
+    class's detections (stable descending score, at most ``cap``); compute, in one vectorised step per
+    class, the overlap of every detection with every GT pair of its class in its image and each
+    detection's best pair (the first of the largest overlap); then walk the detections in rank order, each
+    claiming its best pair if the overlap reaches the threshold and the pair is still unclaimed.
+    Known-Object runs the same evaluation again on the detections of images where the class's object is
+    annotated.
+    """
+
+    def __init__(self, num_hois: int, hoi_to_object: np.ndarray, cap: int = 19999, iou_threshold: float = 0.5):
+        self.num_hois, self.h2o, self.cap, self.thr = num_hois, np.asarray(hoi_to_object), cap, iou_threshold
+        self.det: list[tuple[np.ndarray, ...]] = []
+        self.gt: list[tuple[np.ndarray, ...]] = []
+
+    def update(self, preds: list[HOIPrediction], targets: list[HOIGroundTruth]) -> None:
+        self.det.append((
+            np.repeat([p.image_id for p in preds], [len(p) for p in preds]),
+            np.concatenate([torch.cat([p.sub_boxes, p.obj_boxes], 1).numpy() for p in preds]).astype(np.float64),
+            np.concatenate([p.scores.numpy() for p in preds]).astype(np.float64),
+            np.concatenate([p.hoi_labels.numpy() for p in preds]),
+        ))
+        self.gt.append((
+            np.repeat([t.image_id for t in targets], [len(t) for t in targets]),
+            np.concatenate([torch.cat([t.sub_boxes, t.obj_boxes], 1).numpy() for t in targets]).astype(np.float64),
+            np.concatenate([t.hoi_labels.numpy() for t in targets]),
+        ))
+
+    def compute(self) -> tuple[np.ndarray, np.ndarray, float]:
+        """Returns ``(ap, ap_ko, seconds of the Known-Object pass)``; APs are NaN for classes without GT."""
+        img, boxes, score, cls = (np.concatenate(c) for c in zip(*self.det, strict=True))
+        g_img, g_boxes, g_cls = (np.concatenate(c) for c in zip(*self.gt, strict=True))
+        boxes = _round_matlab(boxes)
+        npos = np.bincount(g_cls, minlength=self.num_hois)
+        g_order = np.lexsort((g_img, g_cls))  # GT by class, then image (annotation order inside)
+        g_bounds = np.searchsorted(g_cls[g_order], np.arange(self.num_hois + 1))
+        known = np.zeros((int(self.h2o.max()) + 1, int(max(img.max(), g_img.max())) + 1), dtype=bool)
+        known[self.h2o[g_cls], g_img] = True  # object -> images where it is annotated
+        order = np.lexsort((-score, cls))  # by class, then descending score; stable
+        bounds = np.searchsorted(cls[order], np.arange(self.num_hois + 1))
+        args = (order, bounds, img, boxes, npos, g_order, g_bounds, g_img, g_boxes)
+        ap = self._evaluate(*args, None)
+        t0 = time.perf_counter()
+        ap_ko = self._evaluate(*args, known)
+        return ap, ap_ko, time.perf_counter() - t0
+
+    def _evaluate(self, order, bounds, img, boxes, npos, g_order, g_bounds, g_img, g_boxes, known) -> np.ndarray:
+        thresholds = [k * 0.1 if k < 5 else 1 - (10 - k) * 0.1 for k in range(11)]
+        ap = np.full(self.num_hois, np.nan)
+        for c in range(self.num_hois):
+            if npos[c] == 0:
+                continue
+            ranked = order[bounds[c]:bounds[c + 1]][: self.cap]
+            if known is not None:
+                ranked = ranked[known[self.h2o[c], img[ranked]]]
+            if ranked.size == 0:
+                ap[c] = 0.0
+                continue
+            # every (detection, GT pair of the class in the detection's image)
+            g_rows = g_order[g_bounds[c]:g_bounds[c + 1]]
+            r_img = img[ranked]
+            lo = np.searchsorted(g_img[g_rows], r_img, side="left")
+            n = np.searchsorted(g_img[g_rows], r_img, side="right") - lo
+            det_of = np.repeat(np.arange(ranked.size), n)
+            gt_of = g_rows[np.repeat(lo - np.cumsum(n) + n, n) + np.arange(n.sum())]
+            d, g = boxes[ranked[det_of]], g_boxes[gt_of]
+            ov = np.minimum(_iou_rows(d[:, :4], g[:, :4]), _iou_rows(d[:, 4:], g[:, 4:]))
+            # best pair of each detection that has one: the first of its largest overlaps
+            has = np.flatnonzero(n)
+            best_ov = np.maximum.reduceat(ov, np.cumsum(n)[has] - n[has]) if has.size else np.zeros(0)
+            at_max = np.flatnonzero(ov == np.repeat(best_ov, n[has]))
+            _, first = np.unique(det_of[at_max], return_index=True)
+            best_gt = gt_of[at_max[first]]
+            # claims, in rank order
+            tp = np.zeros(ranked.size, dtype=bool)
+            claimed = set()
+            for k, gt_row, o in zip(has.tolist(), best_gt.tolist(), best_ov.tolist(), strict=True):
+                if o >= self.thr and gt_row not in claimed:
+                    claimed.add(gt_row)
+                    tp[k] = True
+            ctp = np.cumsum(tp)
+            rec = ctp / npos[c]
+            prec = ctp / np.arange(1, ranked.size + 1)
+            ap[c] = sum((prec[rec >= t].max() if (rec >= t).any() else 0.0) / 11.0 for t in thresholds)
+        return ap
+
+
+# ------------------------------------------------------------------------------- timing
 def run_metric(protocol, vocab, preds, targets, batch):
     metric = HICODetMAP(vocab, protocol=protocol)
+    t0 = time.perf_counter()
+    for i in range(0, len(preds), batch):
+        metric.update(preds[i:i + batch], targets[i:i + batch])
+    t1 = time.perf_counter()
+    res = metric.compute()
+    return res, t1 - t0, time.perf_counter() - t1
+
+
+def run_baseline(vocab, preds, targets, batch):
+    base = NumpyOfficial(vocab.num_hois, vocab.hoi_to_object().numpy())
+    t0 = time.perf_counter()
+    for i in range(0, len(preds), batch):
+        base.update(preds[i:i + batch], targets[i:i + batch])
+    t1 = time.perf_counter()
+    ap, ap_ko, t_ko = base.compute()
+    total = time.perf_counter() - t0
+    # time of the Default mode alone: everything but the Known-Object pass
+    return ap, ap_ko, t1 - t0, total - t_ko, total
+
+
+def memory(protocol, vocab, preds, targets, batch) -> RssSampler:
     with RssSampler() as mem:
-        t0 = time.perf_counter()
-        for i in range(0, len(preds), batch):
-            metric.update(preds[i:i + batch], targets[i:i + batch])
-        t1 = time.perf_counter()
-        res = metric.compute()
-        t2 = time.perf_counter()
-    return res, t1 - t0, t2 - t1, mem
+        run_metric(protocol, vocab, preds, targets, batch)
+    return mem
 
 
 def main() -> None:
@@ -257,7 +391,8 @@ def main() -> None:
     ap.add_argument("--per-image", type=int, default=100)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--loop-images", type=int, default=600)
+    ap.add_argument("--repeats", type=int, default=5, help="timed runs of each; the minimum is reported")
+    ap.add_argument("--loop-images", type=int, default=600, help="0: skip the per-detection loops")
     ap.add_argument("--full-loop", action="store_true")
     args = ap.parse_args()
 
@@ -267,18 +402,50 @@ def main() -> None:
     preds = make_predictions(targets, args.per_image, vocab.num_hois, args.seed)
     n_det = sum(len(p) for p in preds)
     n_gt = sum(len(t) for t in targets)
-    print(f"{len(targets)} images, {n_gt} GT pairs, {n_det} predicted triplets, batches of {args.batch}, "
-          f"torch threads {torch.get_num_threads()}")
+    print("machine:", describe_machine())
+    print(f"{len(targets)} images, {n_gt} GT pairs, {n_det} predicted triplets, batches of {args.batch}; "
+          f"times are the minimum of {args.repeats} runs (HICODetMAP and the plain NumPy evaluator alternate); "
+          "NumPy makes no threaded calls here")
+
+    # ours and the baseline alternate, so that both see the same machine load
+    runs: dict[str, list[tuple[float, ...]]] = {"official": [], "reference": [], "numpy": []}
     full = {}
+    for _ in range(args.repeats):
+        for protocol in ("official", "reference"):
+            res, t_up, t_comp = run_metric(protocol, vocab, preds, targets, args.batch)
+            full[protocol] = res
+            runs[protocol].append((t_up + t_comp, t_up, t_comp))
+        base_ap, base_ko, t_up, t_def, t_all = run_baseline(vocab, preds, targets, args.batch)
+        runs["numpy"].append((t_all, t_up, t_def))
     for protocol in ("official", "reference"):
-        res, t_up, t_comp, mem = run_metric(protocol, vocab, preds, targets, args.batch)
-        full[protocol] = res
-        keys = [k for k in res if k.startswith("mAP")]
-        print(f"[{protocol}] update {t_up:.2f} s + compute {t_comp:.2f} s = {t_up + t_comp:.2f} s; "
+        total, t_up, t_comp = min(runs[protocol])
+        mem = memory(protocol, vocab, preds, targets, args.batch)
+        res = full[protocol]
+        what = "Default + Known-Object" if protocol == "official" else "Default"
+        print(f"[{protocol}: {what}] update {t_up:.3f} s + compute {t_comp:.3f} s = {total:.3f} s; "
               f"extra memory: rss peak {(mem.peak - mem.base) / 2**20:.0f} MiB, "
               f"maxrss delta {mem.maxrss_delta / 2**20:.0f} MiB")
+        keys = [k for k in res if k.startswith("mAP")]
         print("    " + ", ".join(f"{k} {float(res[k]):.4f}" for k in keys))
+    ours = min(runs["official"])[0]
+    t_all, t_up, t_def = min(runs["numpy"])
+    print(f"[plain NumPy, official rules] Default + Known-Object: update {t_up:.3f} s + compute {t_all - t_up:.3f} s "
+          f"= {t_all:.3f} s; Default alone {t_def:.3f} s")
+    res = full["official"]
+    diff = 0.0
+    for sfx, base in (("", base_ap), ("_ko", base_ko)):
+        ours_ap = res[f"ap_per_class{sfx}"].numpy()
+        diff = max(diff, float(np.nanmax(np.abs(ours_ap - 100 * base))), abs(float(res[f"mAP_full{sfx}"])
+                   - 100 * float(np.nanmean(base))))
+    print(f"    mAP_full {100 * np.nanmean(base_ap):.4f}, mAP_full_ko {100 * np.nanmean(base_ko):.4f}; "
+          f"max |HICODetMAP - NumPy| over per-class APs and mAPs = {diff:.1e}")
+    if diff > 1e-9:
+        raise SystemExit("HICODetMAP and the plain NumPy evaluator disagree")
+    print(f"ratio (plain NumPy / HICODetMAP, official Default + Known-Object): {t_all / ours:.2f}; "
+          f"plain NumPy Default alone / HICODetMAP Default + Known-Object: {t_def / ours:.2f}")
 
+    if args.loop_images <= 0:
+        return
     n_loop = len(targets) if args.full_loop else min(args.loop_images, len(targets))
     sub_p, sub_t = preds[:n_loop], targets[:n_loop]
     sub_det = sum(len(p) for p in sub_p)

@@ -16,6 +16,7 @@ import torch
 
 from hoiclip_lightning.errors import ConfigurationError
 from hoiclip_lightning.metrics import HICODetMAP, VCOCORoleAP
+from hoiclip_lightning.metrics import functional as F
 from hoiclip_lightning.metrics.functional import matlab_thresholds, numpy_thresholds, round_half_away
 from hoiclip_lightning.structures import HOIGroundTruth, HOIPrediction
 from hoiclip_lightning.vocabulary import HOIVocabulary
@@ -310,8 +311,11 @@ def _ap11(tp, npos, thresholds):
     return ap
 
 
-def simple_official(preds, targets, num_hois, rare, h2o, cap=19999, ko=False):
-    """The MATLAB rules, one detection at a time. Returns (ap per class or nan, full, rare, non_rare)."""
+def simple_official(preds, targets, num_hois, rare, h2o, cap=19999, ko=False, known=None):
+    """The MATLAB rules, one detection at a time. Returns (ap per class or nan, full, rare, non_rare).
+
+    ``known``: explicit Known-Object image sets (object -> image ids); default: the objects of each image's GT.
+    """
     thresholds = [k * 0.1 if k < 5 else 1 - (10 - k) * 0.1 for k in range(11)]
     gts = {t.image_id: t for t in targets}
     aps = [float("nan")] * num_hois
@@ -325,8 +329,10 @@ def simple_official(preds, targets, num_hois, rare, h2o, cap=19999, ko=False):
                 if int(p.hoi_labels[k]) == c:
                     dets.append((float(p.scores[k]), p.image_id, p.sub_boxes[k].tolist() + p.obj_boxes[k].tolist()))
         dets = sorted(dets, key=lambda d: -d[0])[:cap]  # Python's sort is stable
-        if ko:
+        if ko and known is None:
             dets = [d for d in dets if any(h2o[int(h)] == h2o[c] for h in gts[d[1]].hoi_labels)]
+        elif ko:
+            dets = [d for d in dets if d[1] in set(known.get(h2o[c], ()))]
         matched = set()
         tp = []
         for _, img, box in dets:
@@ -473,6 +479,174 @@ def test_batching_and_update_order_do_not_matter():
     two = {k: v.numpy() for k, v in m.compute().items()}
     for k in one:
         np.testing.assert_array_equal(one[k], two[k])
+
+
+# ---------------------------------------------------------------------------------------------- building blocks
+def test_radix_lexsort_equals_numpy_lexsort():
+    rng = np.random.default_rng(0)
+    for n, hi in ((0, 5), (1, 5), (500, 3), (2000, 70000), (2000, 2**40), (300, 2**64 - 1)):
+        keys = [rng.integers(0, hi, n, dtype=np.uint64, endpoint=True) for _ in range(3)]
+        keys[1][: n // 2] = keys[1][0] if n else 0  # a constant digit run, skipped
+        assert np.array_equal(F.radix_lexsort(keys), np.lexsort(keys[::-1]))
+    with pytest.raises(ValueError, match="non-negative"):
+        F.radix_lexsort([np.array([1, -1])])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_class_score_order_is_the_stable_sort_with_special_values(dtype):
+    rng = np.random.default_rng(1)
+    special = np.array([0.0, -0.0, np.inf, -np.inf, 1e-40, -1e-40, 0.5, -2.5, 3.0], dtype=dtype)
+    for _ in range(20):
+        scores = rng.choice(special, 400).astype(dtype)
+        scores[::7] = rng.normal(size=scores[::7].size)
+        classes = rng.integers(0, 5, 400)
+        assert np.array_equal(F.class_score_order(classes, scores), np.lexsort((-scores, classes)))
+    scores[3] = np.nan  # falls back to the comparison sort, same answer
+    assert np.array_equal(F.class_score_order(classes, scores), np.lexsort((-scores, classes)))
+    bits = F.sortable_bits(np.array([0.1, 0.25], dtype=np.float64))
+    assert bits.dtype == np.uint64 and F.sortable_bits(np.array([0.5, 0.25])).dtype == np.uint32
+
+
+def test_round_half_away_f32_equals_round_half_away_on_float32_values():
+    rng = np.random.default_rng(2)
+    x = np.concatenate([
+        rng.uniform(-2000, 2000, 100000).astype(np.float32),
+        (rng.integers(-3000, 3000, 1000) + 0.5).astype(np.float32),
+        np.float32([0.5, -0.5, 0.49999997, -0.49999997, 1.5, 2.5, -2.5, 1e-30, -1e-30, 0.0, -0.0, 8388607.5,
+                    -8388607.5, 3e38, -3e38, np.inf, -np.inf]),
+    ])
+    with np.errstate(invalid="ignore"):  # inf - inf in the general function's tie test
+        fast, general = F.round_half_away_f32(x), F.round_half_away(x.astype(np.float64))
+    assert fast.tobytes() == general.tobytes()  # signed zeros too
+
+
+def test_iou_official_columns_equals_iou_official():
+    rng = np.random.default_rng(3)
+    a = np.round(rng.uniform(0, 60, (5000, 4)))
+    b = np.round(rng.uniform(0, 60, (5000, 4)))
+    a[:, 2:] += a[:, :2] * rng.integers(0, 2, (5000, 1))
+    b[::9] = a[::9]
+    cols_a = [*a.T, F.box_area_official(*a.T)]
+    cols_b = [*b.T, F.box_area_official(*b.T)]
+    assert F.iou_official_columns(cols_a, cols_b).tobytes() == F.iou_official(a, b).tobytes()
+
+
+def test_ap_from_true_positives_equals_ap_from_all_detections():
+    rng = np.random.default_rng(4)
+    thresholds = matlab_thresholds()
+    for _ in range(50):
+        cls = np.sort(rng.integers(0, 8, int(rng.integers(0, 300))))
+        tp = rng.random(cls.size) < rng.random()
+        npos = np.bincount(cls[tp], minlength=8) + rng.integers(0, 4, 8)
+        ap, _ = F.segmented_eleven_point_ap(cls, tp, npos, thresholds)
+        starts = np.searchsorted(cls, cls)
+        idx = np.flatnonzero(tp)
+        fast = F.eleven_point_ap_from_tps(cls[idx], idx - starts[idx] + 1, npos, thresholds)
+        assert fast.tobytes() == ap.tobytes()
+
+
+def test_first_claims_and_deduplicated_rows():
+    assert F.first_claims(np.array([2, 0, 2, 0, 5]), np.array([9, 4, 3, 8, 1]), 6).tolist() == [1, 3, 4]
+    assert F.first_claims(np.zeros(0, np.int64), np.zeros(0, np.int64), 3).size == 0
+    # occurrences (id, n_det, n_gt): image 7 twice, images out of order
+    occ = np.array([[7, 2, 1], [3, 1, 0], [7, 2, 1], [5, 3, 2]], dtype=np.float64)
+    det = np.arange(8.0)[:, None]
+    gt_rows = np.arange(4.0)[:, None]
+    ids, dr, di, gr, gi, dup = F.deduplicate_images(occ, det, gt_rows)
+    ids2, dt, di2, gtk, gi2, dup2 = F.deduplicated_rows(occ)
+    assert ids.tolist() == ids2.tolist() == [3, 5, 7] and dup == dup2 == 1
+    assert dr[:, 0].tolist() == det[dt, 0].tolist() == [2, 5, 6, 7, 0, 1]
+    assert gr[:, 0].tolist() == gt_rows[gtk, 0].tolist() == [2, 3, 0]
+    assert di.tolist() == di2.tolist() and gi.tolist() == gi2.tolist()
+    in_order = F.deduplicated_rows(np.array([[1, 2, 0], [4, 1, 1]], dtype=np.float64))
+    assert in_order[1] is None and in_order[3] is None and in_order[2].tolist() == [0, 0, 1]
+
+
+# ---------------------------------------------------------------------------------------------- fast paths
+def crowded_case(seed, num_images=40, num_hois=4, max_dets=40):
+    """Many detections per class (above a small cap), coarse scores (ties everywhere), several GT pairs of
+    one class per image, images without GT but with detections, halves for the rounding."""
+    rng = np.random.default_rng(seed)
+    preds, targets = [], []
+    for i in range(num_images):
+        pairs = []
+        for _ in range(int(rng.integers(0, 6)) if i % 5 else 0):
+            xy = rng.integers(0, 50, size=4).astype(float)
+            wh = rng.integers(4, 25, size=4).astype(float)
+            pairs.append(([xy[0], xy[1], xy[0] + wh[0], xy[1] + wh[1]], [xy[2], xy[3], xy[2] + wh[2], xy[3] + wh[3]],
+                          int(rng.integers(0, 2)) if rng.random() < 0.7 else int(rng.integers(0, num_hois))))
+        dets = []
+        for _ in range(int(rng.integers(0, max_dets))):
+            if pairs and rng.random() < 0.8:
+                h, o, c = pairs[int(rng.integers(0, len(pairs)))]
+                box = np.array(h + o) + np.round(rng.normal(0, 2.0, size=8)) + 0.5 * (rng.random(8) < 0.3)
+                c = c if rng.random() < 0.8 else int(rng.integers(0, num_hois))
+            else:
+                box = rng.uniform(0, 60, size=8)
+                box[2:4] += box[0:2]
+                box[6:8] += box[4:6]
+                c = int(rng.integers(0, num_hois))
+            b = box.tolist()
+            dets.append((b[:4], b[4:], c, float(rng.integers(0, 6)) / 5))
+        preds.append(pred(i, dets))
+        targets.append(gt(i, pairs))
+    return preds, targets
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_official_fast_path_equals_loop_on_crowded_data(seed):
+    # classes far above the cap, ties, shuffled and repeated updates, explicit or default Known-Object sets
+    preds, targets = crowded_case(seed)
+    h2o = [0, 0, 1, 1]
+    known = {0: list(range(0, 40, 3)), 1: list(range(1, 40, 2))} if seed % 2 else None
+    cap = [7, 30, 19999][seed % 3]
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(preds)).tolist() + [3, 11]
+    m = HICODetMAP(4, rare_hois=[1, 2], hoi_to_object=h2o, known_object_images=known, max_detections_per_class=cap)
+    for k in range(0, len(order), 3):
+        m.update([preds[i] for i in order[k:k + 3]], [targets[i] for i in order[k:k + 3]])
+    ours = {k: v.numpy() for k, v in m.compute().items()}
+    for ko, sfx in ((False, ""), (True, "_ko")):
+        a, full, r, nr = simple_official(preds, targets, 4, [1, 2], h2o, cap=cap, ko=ko, known=known)
+        if not ko:
+            assert np.any((a > 0) & (a < 1))  # not a degenerate case
+        np.testing.assert_array_equal(ours[f"ap_per_class{sfx}"], 100 * a)  # same arithmetic: same bits
+        assert ours[f"mAP_full{sfx}"] == pytest.approx(100 * full, abs=1e-12)
+        assert ours[f"mAP_rare{sfx}"] == pytest.approx(100 * r, abs=1e-12)
+        assert ours[f"mAP_non_rare{sfx}"] == pytest.approx(100 * nr, abs=1e-12)
+
+
+@pytest.mark.parametrize("protocol", ["official", "reference"])
+def test_top_k_cut_in_update_or_compute_gives_the_same(protocol):
+    # a batch with an image above the top-k is cut in update; one image at a time never is... until compute
+    preds, targets = crowded_case(3, num_images=12)
+    batched = run(preds, targets, num_hois=4, protocol=protocol, per_image_topk=5, hoi_to_object=[0, 0, 1, 1])
+    assert max(len(p) for p in preds) > 5
+    m = HICODetMAP(4, protocol=protocol, per_image_topk=5, hoi_to_object=[0, 0, 1, 1])
+    for p, t in zip(preds, targets, strict=True):
+        m.update([p], [t])
+    single = {k: v.numpy() for k, v in m.compute().items()}
+    for k in batched:
+        np.testing.assert_array_equal(batched[k], single[k])
+    if protocol == "reference":
+        a, full, _, _ = simple_reference(preds, targets, 4, [], topk=5)
+        np.testing.assert_allclose(batched["ap_per_class"], 100 * a, rtol=0, atol=1e-12)
+
+
+def test_float64_inputs_take_the_general_rounding():
+    # float64 coordinates that are not float32 numbers: x.5 + tiny must round up, x.5 - tiny down
+    eps = 2.0**-40
+    targets = [gt(0, [(H, O, 0)])]
+    up = [-10.5 + eps, 0.0, 9.0, 9.0]  # rounds to -10: IoU 0.5 -> match
+    down = [-10.5 - eps, 0.0, 9.0, 9.0]  # rounds to -11 -> no match
+
+    def one(box):
+        p = pred(0, [])
+        p = HOIPrediction(0, torch.tensor([box], dtype=torch.float64), torch.tensor([O], dtype=torch.float64),
+                          p.obj_labels, p.verb_labels, torch.tensor([0]), torch.tensor([0.9], dtype=torch.float64))
+        return run([p], targets)["mAP_full"]
+
+    assert one(up) == pytest.approx(100.0) and one(down) == pytest.approx(0.0)
 
 
 # ---------------------------------------------------------------------------------------------- export

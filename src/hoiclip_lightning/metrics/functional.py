@@ -15,11 +15,16 @@ Both share the matching rule implemented by :func:`greedy_match`: a detection is
 GT pair of its class in its image (matched or not), picks the *first* pair with the largest overlap
 ``min(IoU_human, IoU_object)``, and is a true positive iff that overlap is at least the threshold and
 no earlier detection picked the same pair with an overlap at least the threshold.
+
+The metric runs that rule in two independent steps: :func:`best_box_pairs` (each detection's best
+pair, which does not depend on the order) and :func:`first_claims` (each pair's earliest claimant in
+ranking order, from :func:`class_score_order`, a radix sort). :func:`eleven_point_ap_from_tps` then
+needs only the true positives and their ranks.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -27,6 +32,8 @@ __all__ = [
     "matlab_thresholds",
     "numpy_thresholds",
     "round_half_away",
+    "sortable_bits",
+    "radix_lexsort",
     "class_score_order",
     "iou_official",
     "iou_reference",
@@ -34,6 +41,12 @@ __all__ = [
     "iou_vsrl32",
     "vsrl_tie_order",
     "greedy_match",
+    "best_box_pairs",
+    "box_area_official",
+    "iou_official_columns",
+    "round_half_away_f32",
+    "first_claims",
+    "eleven_point_ap_from_tps",
     "segment_starts",
     "eleven_point_ap",
     "segmented_eleven_point_ap",
@@ -68,13 +81,74 @@ def round_half_away(x: np.ndarray) -> np.ndarray:
     return r
 
 
+def sortable_bits(x: np.ndarray) -> np.ndarray | None:
+    """Unsigned integers ordered exactly as the float values ``x``; None when ``x`` holds a NaN.
+
+    ``-0.0`` is mapped with ``+0.0`` (they compare equal). float64 values that are all exact float32 numbers
+    give ``uint32`` (half the radix passes of :func:`radix_lexsort`), others ``uint64``.
+    """
+    x = np.asarray(x)
+    if x.dtype != np.float64 and x.dtype != np.float32:
+        x = x.astype(np.float64)
+    if x.dtype == np.float64:
+        with np.errstate(over="ignore"):
+            x32 = x.astype(np.float32)
+        if np.array_equal(x32, x):  # False as soon as there is a NaN
+            x = x32
+    if np.isnan(x).any():
+        return None
+    x = x + x.dtype.type(0.0)  # -0.0 -> +0.0
+    utype = np.uint32 if x.dtype == np.float32 else np.uint64
+    u = x.view(utype)
+    sign = utype(1) << utype(8 * u.itemsize - 1)
+    # negative floats: all bits flipped (larger magnitude -> smaller key); others: sign bit set
+    return np.where(u & sign, ~u, u | sign)
+
+
+def radix_lexsort(keys: Sequence[np.ndarray]) -> np.ndarray:
+    """Stable permutation sorting by ``keys[0]``, then ``keys[1]``, ... (non-negative integer arrays).
+
+    The same permutation as ``np.lexsort(keys[::-1])``, computed as least-significant-digit radix passes
+    over 16-bit digits with NumPy's stable ``uint16`` sort (a counting sort); digits that are equal
+    for every element are skipped.
+    """
+    digits = []  # least significant first; digits equal for every element are left out
+    for key in reversed(keys):
+        key = np.asarray(key)
+        if key.dtype.kind == "i":
+            if key.size and key.min() < 0:
+                raise ValueError("radix_lexsort needs non-negative keys")
+            key = key.astype(np.uint64)
+        top = int(key.max()) if key.size else 0
+        for shift in range(0, max(top.bit_length(), 1), 16):
+            digit = (key >> key.dtype.type(shift)).astype(np.uint16)  # keeps the low 16 bits
+            if digit.size and digit.min() != digit.max():
+                digits.append(digit)
+    order: np.ndarray | None = None
+    for digit in digits:
+        if order is None:
+            order = np.argsort(digit, kind="stable")
+        else:
+            order = order[np.argsort(digit[order], kind="stable")]
+    n = np.asarray(keys[0]).size if len(keys) else 0
+    return np.arange(n, dtype=np.int64) if order is None else order
+
+
 def class_score_order(classes: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """Stable permutation by ascending class, then descending score (ties keep their input order)."""
-    o1 = np.argsort(-np.asarray(scores), kind="stable")
-    c = np.asarray(classes)[o1]
-    if c.size and c.min() >= 0 and c.max() < 2**15:
-        c = c.astype(np.int16)  # NumPy's stable sort is a radix sort for 16-bit integers
-    return o1[np.argsort(c, kind="stable")]
+    """Stable permutation by ascending class, then descending score (ties keep their input order).
+
+    The same permutation as ``np.lexsort((-scores, classes))``: a few radix passes (see
+    :func:`radix_lexsort`) instead of a comparison sort, unless a score is NaN.
+    """
+    classes = np.asarray(classes)
+    bits = sortable_bits(scores)
+    if bits is None or (classes.size and classes.min() < 0):
+        o1 = np.argsort(-np.asarray(scores), kind="stable")
+        c = classes[o1]
+        if c.size and c.min() >= 0 and c.max() < 2**15:
+            c = c.astype(np.int16)  # NumPy's stable sort is a radix sort for 16-bit integers
+        return o1[np.argsort(c, kind="stable")]
+    return radix_lexsort([classes, ~bits])  # ~bits: descending score
 
 
 def iou_official(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -259,6 +333,135 @@ def best_pairs(
     return best_gt, best_ov
 
 
+# Largest key range for which _candidate_ranges looks keys up in a dense table (int32 entries).
+_DENSE_KEYS = 1 << 26
+
+
+def _candidate_ranges(
+    det_key: np.ndarray, gt_key: np.ndarray, num_keys: int | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_expand_pairs`, with a dense look-up table when every key is below ``num_keys`` (small)."""
+    if num_keys is None or num_keys > _DENSE_KEYS:
+        return _expand_pairs(det_key, gt_key)
+    gt_order = np.argsort(gt_key, kind="stable")
+    keys_sorted = gt_key[gt_order]
+    starts = segment_starts(keys_sorted)
+    counts = np.diff(np.r_[starts, keys_sorted.size])
+    # 1 + index of the key's run, 0 for none (16-bit when possible: half the pages to touch)
+    table = np.zeros(num_keys, dtype=np.uint16 if starts.size < 2**16 else np.int32)
+    table[keys_sorted[starts]] = np.arange(1, starts.size + 1)
+    run = table[det_key].astype(np.int64) - 1
+    found = run >= 0
+    n = np.where(found, counts[run], 0)
+    first = np.where(found, starts[run], 0)
+    return n, first, gt_order
+
+
+def best_box_pairs(
+    det_key: np.ndarray,
+    gt_key: np.ndarray,
+    det_columns: Callable[[np.ndarray], Sequence[np.ndarray]],
+    gt_columns: Sequence[np.ndarray],
+    overlap: Callable[[list[np.ndarray], list[np.ndarray]], np.ndarray],
+    num_keys: int | None = None,
+    chunk: int = 1 << 15,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`best_pairs` for box pairs, each detection's values prepared once, column by column.
+
+    Args:
+        det_key, gt_key: ``[D]`` and ``[G]`` non-negative int keys; pairs are compared within a key.
+        det_columns: ``det_columns(index)`` gives W ``[len(index)]`` arrays for those detections (box
+            coordinates, converted and rounded, maybe areas); called once, with the detections that share
+            a key with some GT row.
+        gt_columns: the same W columns for the GT rows (``[G]`` each).
+        overlap: ``overlap(det_cols, gt_cols)``: one value per pair from the W columns of each side.
+        num_keys: bound on the keys; when small enough, look-ups use a dense table.
+        chunk: pairs evaluated at once (small enough for the temporaries to stay in cache).
+
+    Returns:
+        ``(best_gt, best_overlap)`` as :func:`best_pairs`: the first GT row (in GT order) with the largest
+        overlap, -1 and ``-inf`` for detections without any GT row of their key.
+    """
+    num_det = det_key.size
+    best_gt = np.full(num_det, -1, dtype=np.int64)
+    best_ov = np.full(num_det, -np.inf, dtype=np.float64)
+    if num_det == 0 or gt_key.size == 0:
+        return best_gt, best_ov
+    n, first, gt_order = _candidate_ranges(det_key, gt_key, num_keys)
+    cand = np.flatnonzero(n)
+    if cand.size == 0:
+        return best_gt, best_ov
+    n_c = n[cand]
+    csum = np.cumsum(n_c)
+    det_cols = list(det_columns(cand))
+    gt_cols = list(gt_columns)
+    lo = 0
+    while lo < cand.size:
+        base = csum[lo - 1] if lo else 0
+        hi = max(int(np.searchsorted(csum, base + chunk, side="right")), lo + 1)
+        nn = n_c[lo:hi]
+        total = int(csum[hi - 1] - base)
+        seg = np.cumsum(nn) - nn
+        gi = gt_order[np.repeat(first[cand[lo:hi]] - seg, nn) + np.arange(total, dtype=np.int64)]
+        ov = np.asarray(overlap([np.repeat(c[lo:hi], nn) for c in det_cols], [c[gi] for c in gt_cols]),
+                        dtype=np.float64)
+        seg_max = np.maximum.reduceat(ov, seg)
+        hit = np.flatnonzero(ov == np.repeat(seg_max, nn))
+        owner = np.repeat(np.arange(lo, hi), nn)[hit]
+        firsts = np.r_[True, owner[1:] != owner[:-1]]
+        best_gt[cand[owner[firsts]]] = gi[hit[firsts]]
+        best_ov[cand[owner[firsts]]] = ov[hit[firsts]]
+        lo = hi
+    return best_gt, best_ov
+
+
+def round_half_away_f32(x: np.ndarray) -> np.ndarray:
+    """:func:`round_half_away` for values that are exact float32 numbers (any float dtype), in float64.
+
+    ``floor(|x| + 0.5)`` with the sign of ``x``: for a float32 value the sum is exact in float64 whenever
+    it reaches 1, and below 1 the floor is 0 either way, so this equals :func:`round_half_away`
+    (signed zeros included), with fewer passes.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    r = np.abs(x)
+    r += 0.5
+    np.floor(r, out=r)
+    return np.copysign(r, x, out=r)
+
+
+def box_area_official(x1: np.ndarray, y1: np.ndarray, x2: np.ndarray, y2: np.ndarray) -> np.ndarray:
+    """``(x2 - x1 + 1) * (y2 - y1 + 1)`` (float64 columns): the area term of :func:`iou_official`."""
+    w = x2 - x1
+    w += 1.0
+    h = y2 - y1
+    h += 1.0
+    w *= h
+    return w
+
+
+def iou_official_columns(a: Sequence[np.ndarray], b: Sequence[np.ndarray]) -> np.ndarray:
+    """:func:`iou_official` of column-wise boxes ``(x1, y1, x2, y2, area)``: the same bits.
+
+    ``area`` is :func:`box_area_official` of the box; the union is ``(area_a + area_b) - inter`` in both,
+    so computing each box's area once instead of once per pair changes nothing.
+    """
+    ax1, ay1, ax2, ay2, area_a = a
+    bx1, by1, bx2, by2, area_b = b
+    iw = np.minimum(ax2, bx2)
+    iw -= np.maximum(ax1, bx1)
+    iw += 1.0
+    ih = np.minimum(ay2, by2)
+    ih -= np.maximum(ay1, by1)
+    ih += 1.0
+    inter = iw * ih
+    union = area_a + area_b
+    union -= inter
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inter /= union
+    inter[~((iw > 0) & (ih > 0))] = 0.0
+    return inter
+
+
 def claim(best_gt: np.ndarray, is_candidate: np.ndarray) -> np.ndarray:
     """True positives: among candidates, the first (in array order) to pick each GT row."""
     tp = np.zeros(best_gt.size, dtype=bool)
@@ -308,6 +511,61 @@ def greedy_match(
 
     best_gt, best_ov = best_pairs(det_key, gt_key, overlap)
     return claim(best_gt, (best_gt >= 0) & (best_ov >= iou_threshold))
+
+
+def first_claims(gt_index: np.ndarray, position: np.ndarray, num_gt: int) -> np.ndarray:
+    """Positions of the true positives: for each GT row, the smallest ``position`` that claims it.
+
+    Args:
+        gt_index: ``[Q]`` GT row picked by each qualifying detection (best overlap at least the threshold).
+        position: ``[Q]`` distinct processing positions of those detections.
+        num_gt: number of GT rows.
+
+    Returns:
+        Sorted positions of the winning detections (at most one per GT row).
+    """
+    if gt_index.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    sentinel = np.iinfo(np.int64).max
+    first = np.full(num_gt, sentinel, dtype=np.int64)
+    np.minimum.at(first, gt_index, position.astype(np.int64, copy=False))
+    return np.sort(first[first != sentinel])
+
+
+def eleven_point_ap_from_tps(
+    tp_class: np.ndarray, tp_rank: np.ndarray, npos: np.ndarray, thresholds: np.ndarray
+) -> np.ndarray:
+    """11-point AP of every class from its true positives alone; equals :func:`segmented_eleven_point_ap`.
+
+    Between two true positives precision only falls and recall stays, so the largest precision at
+    recall ``>= t`` is always reached at a true positive (a class without any has AP 0). Same arithmetic,
+    in the same order, as :func:`segmented_eleven_point_ap`, hence the same bits.
+
+    Args:
+        tp_class: ``[T]`` class of each true positive, ascending.
+        tp_rank: ``[T]`` 1-based rank of each true positive among its class's ranked detections,
+            ascending within each class.
+        npos: ``[C]`` number of GT pairs per class.
+        thresholds: the 11 recall thresholds.
+
+    Returns:
+        ``[C]`` float64 AP.
+    """
+    ap = np.zeros(npos.size, dtype=np.float64)
+    if tp_class.size == 0:
+        return ap
+    starts = segment_starts(tp_class)
+    lengths = np.diff(np.r_[starts, tp_class.size])
+    tp_cum = np.arange(tp_class.size, dtype=np.int64) - np.repeat(starts, lengths) + 1
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rec = tp_cum / npos[tp_class].astype(np.float64)
+    prec = tp_cum / np.asarray(tp_rank, dtype=np.int64).astype(np.float64)
+    acc = np.zeros(starts.size, dtype=np.float64)
+    for t in thresholds:
+        p = np.maximum.reduceat(np.where(rec >= t, prec, -1.0), starts)
+        acc = acc + np.where(p >= 0.0, p, 0.0) / 11.0
+    ap[tp_class[starts]] = acc
+    return ap
 
 
 def eleven_point_ap(rec: np.ndarray, prec: np.ndarray, thresholds: np.ndarray) -> float:
@@ -416,6 +674,38 @@ def deduplicate_images(
         out.append((rows, img))
     (dr, di), (gr, gi) = out
     return image_ids, dr, di, gr, gi, int(ids.size - image_ids.size)
+
+
+def deduplicated_rows(occurrences: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray,
+                                                       np.ndarray | None, np.ndarray, int]:
+    """:func:`deduplicate_images` as row selections, for states kept column by column.
+
+    Returns:
+        ``(image_ids, det_take, det_image, gt_take, gt_image, num_duplicates)``: ``*_take`` are the
+        indices of the kept rows in their new order (None when every row stays in place) and
+        ``*_image`` their compact image index; the rest as :func:`deduplicate_images`.
+    """
+    ids = occurrences[:, 0].astype(np.int64)
+    image_ids, first = np.unique(ids, return_index=True)
+    compact = np.searchsorted(image_ids, ids)
+    keep = np.zeros(ids.size, dtype=bool)
+    keep[first] = True
+    in_place = bool(keep.all()) and not bool((np.diff(compact) < 0).any())
+    out: list[np.ndarray | None] = []
+    for counts in (occurrences[:, 1].astype(np.int64), occurrences[:, 2].astype(np.int64)):
+        if in_place:
+            out += [None, np.repeat(compact, counts)]
+            continue
+        # occurrences to keep, by ascending image id (one per id), then their rows in stored order
+        occ = np.flatnonzero(keep)
+        occ = occ[np.argsort(compact[occ], kind="stable")]
+        starts = np.cumsum(counts) - counts
+        n = counts[occ]
+        take = np.repeat(starts[occ] - (np.cumsum(n) - n), n) + np.arange(int(n.sum()), dtype=np.int64)
+        out += [take, np.repeat(compact[occ], n)]
+    det_take, det_img, gt_take, gt_img = out
+    assert det_img is not None and gt_img is not None
+    return image_ids, det_take, det_img, gt_take, gt_img, int(ids.size - image_ids.size)
 
 
 def masked_mean(values: np.ndarray, mask: np.ndarray) -> float:

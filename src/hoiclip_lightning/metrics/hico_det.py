@@ -41,8 +41,7 @@ from . import functional as F
 logger = logging.getLogger(__name__)
 
 PROTOCOLS = ("official", "reference")
-_DET_W = 10  # 8 box coordinates, score, HOI class
-_GT_W = 9  # 8 box coordinates, HOI class
+_STATES = ("occurrences", "boxes", "scores", "labels")
 
 
 def _check_class_list(name: str, values: Iterable[int] | None, num: int) -> list[int] | None:
@@ -59,6 +58,26 @@ def state_array(state: list[Tensor] | Tensor, width: int) -> np.ndarray:
     """A list state (or its synced, concatenated tensor) as a float64 ``[N, width]`` array."""
     t = dim_zero_cat(state) if isinstance(state, list) else state
     return t.detach().cpu().numpy().astype(np.float64, copy=False).reshape(-1, width)
+
+
+def _state_np(state: list[Tensor] | Tensor) -> np.ndarray:
+    """A list state (or its synced, concatenated tensor) as a 1-D NumPy array of the same values."""
+    t = dim_zero_cat(state) if isinstance(state, list) else state
+    t = t.detach()
+    if t.dtype == torch.bfloat16:
+        t = t.float()  # exact; NumPy has no bfloat16
+    return t.cpu().numpy().reshape(-1)
+
+
+def _top_k_per_image(det: list[Tensor], counts: list[int], k: int) -> tuple[list[Tensor], list[int]]:
+    """Keep the ``k`` best-scored rows of each image (descending score, ties in input order)."""
+    n = np.asarray(counts, dtype=np.int64)
+    img = np.repeat(np.arange(n.size), n)
+    scores = det[2].cpu().to(torch.float64).numpy()
+    order = F.class_score_order(img, scores)  # rows stay grouped by image
+    rank = np.arange(order.size) - np.repeat(np.cumsum(n) - n, n)
+    idx = torch.from_numpy(order[rank < k]).to(det[0].device)
+    return [t[idx] for t in det], np.minimum(n, k).tolist()
 
 
 def _np(tensors: list[Tensor], width: int) -> np.ndarray:
@@ -225,57 +244,177 @@ class HICODetMAP(Metric):
         self.iou_threshold = float(iou_threshold)
         self.matlab_thresholds = matlab_thresholds
 
-        self.add_state("occurrences", default=[], dist_reduce_fx="cat")
-        self.add_state("det_rows", default=[], dist_reduce_fx="cat")
-        self.add_state("gt_rows", default=[], dist_reduce_fx="cat")
+        # Flat list states, one tensor per update (all 1-D, so that an empty rank's placeholder gathers under
+        # DDP), in the caller's dtypes (copies to float64/int64 would cost more here than they save later):
+        #   occurrences  (image_id, n_det, n_gt, position in its update) per image, float64
+        #   boxes        per update: [n_det, 4] human boxes of the predictions, [n_det, 4] object boxes, then the
+        #                same for the GT pairs ([n_gt, 4] twice)
+        #   scores       per update: [n_det] prediction scores
+        #   labels       per update: [n_det] prediction HOI classes, then [n_gt] GT HOI classes
+        for name in _STATES:
+            self.add_state(name, default=[], dist_reduce_fx="cat")
 
     # ------------------------------------------------------------------ update
     def update(self, preds: Sequence[HOIPrediction], targets: Sequence[HOIGroundTruth]) -> None:
-        """Add a batch: one :class:`HOIPrediction` and one :class:`HOIGroundTruth` per image, same order."""
+        """Add a batch: one :class:`HOIPrediction` and one :class:`HOIGroundTruth` per image, same order.
+
+        The batch is stored as three concatenated tensors (no sorting, no per-image objects); ranking and
+        matching happen in :meth:`compute`. Predictions are cut to ``per_image_topk`` here only when an
+        image has more, to bound memory.
+        """
         if not check_paired(preds, targets):
             return
-        dev = self.device
-        det, n_det = pack_predictions(preds, self.per_image_topk, dev)
-        n_gt = np.array([len(t) for t in targets], dtype=np.int64)
-        if int(n_gt.sum()):
-            gt = np.concatenate(
-                [_np([t.sub_boxes for t in targets], 4), _np([t.obj_boxes for t in targets], 4),
-                 _np([t.hoi_labels for t in targets], 1)],
-                axis=1,
-            )
+        n_det = [p.scores.shape[0] for p in preds]
+        n_gt = [t.hoi_labels.shape[0] for t in targets]
+        topk = self.per_image_topk
+        if topk is not None and max(n_det) > topk:
+            det = [torch.cat([p.sub_boxes for p in preds]), torch.cat([p.obj_boxes for p in preds]),
+                   torch.cat([p.scores for p in preds]), torch.cat([p.hoi_labels for p in preds])]
+            det, n_det = _top_k_per_image(det, n_det, topk)
+            boxes = torch.cat([det[0], det[1], *(t.sub_boxes for t in targets), *(t.obj_boxes for t in targets)])
+            scores = det[2]
+            labels = torch.cat([det[3], *(t.hoi_labels for t in targets)])
         else:
-            gt = np.zeros((0, _GT_W))
-        labels = np.concatenate([gt[:, 8], det.reshape(-1, _DET_W)[:, 9].cpu().numpy()])
-        if labels.size and ((labels < 0) | (labels >= self.num_hois) | (labels != np.round(labels))).any():
-            raise ValueError(f"HOI labels must be integers in 0..{self.num_hois - 1}")
-        ids = np.array([int(p.image_id) for p in preds], dtype=np.float64)
-        occ = np.stack([ids, n_det.cpu().numpy().astype(np.float64), n_gt.astype(np.float64)], axis=1)
+            boxes = torch.cat([*(p.sub_boxes for p in preds), *(p.obj_boxes for p in preds),
+                               *(t.sub_boxes for t in targets), *(t.obj_boxes for t in targets)])
+            scores = torch.cat([p.scores for p in preds])
+            labels = torch.cat([*(p.hoi_labels for p in preds), *(t.hoi_labels for t in targets)])
+        self._check_labels(labels)
+        dev = self.device
+        rows = zip(preds, n_det, n_gt, strict=True)
+        occ = np.array([(int(p.image_id), nd, ng, k) for k, (p, nd, ng) in enumerate(rows)], dtype=np.float64)
         self.occurrences.append(torch.from_numpy(occ.reshape(-1)).to(dev))
-        self.det_rows.append(det)
-        self.gt_rows.append(torch.from_numpy(gt.reshape(-1)).to(dev))
+        self.boxes.append(boxes.reshape(-1).to(dev))
+        self.scores.append(scores.reshape(-1).to(dev))
+        self.labels.append(labels.reshape(-1).to(dev))
+
+    def _check_labels(self, labels: Tensor) -> None:
+        if labels.numel() == 0:
+            return
+        lo, hi = torch.aminmax(labels)
+        bad = float(lo) < 0 or float(hi) >= self.num_hois
+        if not bad and labels.is_floating_point():
+            bad = bool((labels != labels.round()).any())  # also true for NaN
+        if bad:
+            raise ValueError(f"HOI labels must be integers in 0..{self.num_hois - 1}")
 
     # ------------------------------------------------------------------ gathered data
-    def _gathered(self) -> dict[str, np.ndarray] | None:
+    def _columns(self) -> dict | None:
+        """The states as NumPy columns: first occurrence of each image, images by ascending id.
+
+        Detection boxes stay where they are: ``det_src`` maps each detection to its stored position (None:
+        the identity) and :meth:`_det_rows` finds its boxes, so that only the boxes that get compared are
+        ever converted. With ``per_image_topk`` the detections are grouped by image in descending score
+        order (stable) and cut to the top k.
+        """
         if isinstance(self.occurrences, list) and not self.occurrences:
             return None
-        occ = state_array(self.occurrences, 3)
-        det = state_array(self.det_rows, _DET_W)
-        gt = state_array(self.gt_rows, _GT_W)
-        image_ids, det, det_img, gt, gt_img, dup = F.deduplicate_images(occ, det, gt)
+        occ = _state_np(self.occurrences).astype(np.float64).reshape(-1, 4)
+        if occ.shape[0] == 0:
+            return None
+        image_ids, det_take, det_img, gt_take, gt_img, dup = F.deduplicated_rows(occ)
         if dup:
             logger.debug("HICODetMAP: %d repeated image occurrence(s) ignored (DDP padding)", dup)
+        boxes = _state_np(self.boxes).reshape(-1, 4)
+        scores = _state_np(self.scores)
+        labels = _state_np(self.labels)
+        # per update: prediction / GT counts and where its rows start (see the state layout in __init__)
+        update = np.cumsum(occ[:, 3] == 0) - 1
+        nd = np.bincount(update, occ[:, 1], minlength=update[-1] + 1).astype(np.int64)
+        ng = np.bincount(update, occ[:, 2], minlength=update[-1] + 1).astype(np.int64)
+        od, og = np.cumsum(nd) - nd, np.cumsum(ng) - ng
+        if boxes.shape[0] != 2 * (nd.sum() + ng.sum()) or labels.size != nd.sum() + ng.sum():
+            raise RuntimeError("HICODetMAP states are inconsistent (were they modified or partly synced?)")
+
+        def take(a: np.ndarray, idx: np.ndarray | None) -> np.ndarray:
+            return a if idx is None else a[idx]
+
+        det_pos = take(np.arange(int(nd.sum()), dtype=np.int64), det_take)
+        det_cls = labels[det_pos + np.repeat(og, nd)[det_pos]].astype(np.int64)
+        det_score = take(scores, det_take)
+        det_src = det_take
+        if self.per_image_topk is not None and det_img.size:
+            # usually already in place: predictions come sorted by descending score
+            same_img = det_img[1:] == det_img[:-1]
+            in_place = not (same_img & ~(det_score[1:] <= det_score[:-1])).any()
+            order = np.arange(det_img.size) if in_place else F.class_score_order(det_img, det_score)
+            img_sorted = det_img[order]
+            starts = F.segment_starts(img_sorted)
+            lengths = np.diff(np.r_[starts, img_sorted.size])
+            sel = order[np.arange(order.size) - np.repeat(starts, lengths) < self.per_image_topk]
+            det_img, det_cls, det_score = det_img[sel], det_cls[sel], det_score[sel]
+            det_src = sel if det_src is None else det_src[sel]
+        gt_pos = take(np.arange(int(ng.sum()), dtype=np.int64), gt_take)
+        gt_upd = np.repeat(np.arange(nd.size), ng)[gt_pos]
+        gt_sub_row = gt_pos + 2 * od[gt_upd] + og[gt_upd] + 2 * nd[gt_upd]
+        gt_boxes = np.concatenate([boxes[gt_sub_row], boxes[gt_sub_row + ng[gt_upd]]], axis=1, dtype=np.float64)
         return {
             "image_ids": image_ids,
             "det_img": det_img,
-            "det_boxes": det[:, :8],
-            "det_score": det[:, 8],
-            "det_cls": det[:, 9].astype(np.int64),
+            "det_cls": det_cls,
+            "det_score": det_score,
+            "det_src": det_src,
+            "boxes": boxes,
+            "update_end": np.cumsum(nd),  # end of each update's predictions
+            "update_shift": od + 2 * og,  # human box row - prediction position, per update
+            "update_n": nd,
             "gt_img": gt_img,
-            "gt_boxes": gt[:, :8],
-            "gt_cls": gt[:, 8].astype(np.int64),
+            "gt_boxes": gt_boxes,
+            "gt_cls": labels[gt_pos + od[gt_upd] + nd[gt_upd]].astype(np.int64),
         }
 
-    def _known_matrix(self, data: dict[str, np.ndarray]) -> np.ndarray:
+    @staticmethod
+    def _det_rows(data: dict, idx: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """Stored ``[n, 4]`` human and object boxes of the detections ``idx`` (all when None)."""
+        src = data["det_src"]
+        if idx is not None:
+            src = idx if src is None else src[idx]
+        if src is None:
+            src = np.arange(data["det_cls"].size)
+        upd = np.searchsorted(data["update_end"], src, side="right")
+        sub_row = src + data["update_shift"][upd]
+        return data["boxes"][sub_row], data["boxes"][sub_row + data["update_n"][upd]]
+
+    @classmethod
+    def _det_boxes(cls, data: dict, idx: np.ndarray | None = None, dtype: type = np.float64) -> np.ndarray:
+        """``[n, 8]`` boxes (human, object) of the detections ``idx`` (all when None) in ``dtype``."""
+        return np.concatenate(cls._det_rows(data, idx), axis=1, dtype=dtype)
+
+    @classmethod
+    def _det_columns(cls, data: dict, idx: np.ndarray) -> list[np.ndarray]:
+        """The 8 box coordinates of the detections ``idx`` as float64 columns (human, then object)."""
+        sub, obj = cls._det_rows(data, idx)
+        return [np.ascontiguousarray(b[:, k], dtype=np.float64) for b in (sub, obj) for k in range(4)]
+
+    @staticmethod
+    def _subset(data: dict, keep: np.ndarray) -> dict:
+        """``data`` restricted to the detections where ``keep`` holds (order kept)."""
+        if keep.all():
+            return data
+        idx = np.flatnonzero(keep)
+        out = dict(data)
+        for k in ("det_img", "det_cls", "det_score"):
+            out[k] = data[k][idx]
+        out["det_src"] = idx if data["det_src"] is None else data["det_src"][idx]
+        return out
+
+    def _gathered(self) -> dict[str, np.ndarray] | None:
+        """Detections and GT as flat float64 arrays (what :meth:`export_official` writes)."""
+        data = self._columns()
+        if data is None:
+            return None
+        return {
+            "image_ids": data["image_ids"],
+            "det_img": data["det_img"],
+            "det_boxes": self._det_boxes(data),
+            "det_score": data["det_score"].astype(np.float64),
+            "det_cls": data["det_cls"],
+            "gt_img": data["gt_img"],
+            "gt_boxes": data["gt_boxes"],
+            "gt_cls": data["gt_cls"],
+        }
+
+    def _known_matrix(self, data: dict) -> np.ndarray:
         """``[num_objects, num_images]`` bool: images in which each object counts as known."""
         assert self.hoi_to_object is not None
         n_obj = int(self.hoi_to_object.max()) + 1
@@ -295,15 +434,14 @@ class HICODetMAP(Metric):
 
     # ------------------------------------------------------------------ compute
     def compute(self) -> dict[str, Tensor]:
-        data = self._gathered()
+        data = self._columns()
         c = self.num_hois
         if data is None:
             logger.warning("HICODetMAP.compute() called before any update; returning NaN")
-            data = {
-                "image_ids": np.zeros(0, np.int64), "det_img": np.zeros(0, np.int64),
-                "det_boxes": np.zeros((0, 8)), "det_score": np.zeros(0), "det_cls": np.zeros(0, np.int64),
-                "gt_img": np.zeros(0, np.int64), "gt_boxes": np.zeros((0, 8)), "gt_cls": np.zeros(0, np.int64),
-            }
+            z = np.zeros(0, np.int64)
+            data = {"image_ids": z, "det_img": z, "det_cls": z, "det_score": np.zeros(0), "det_src": None,
+                    "boxes": np.zeros((0, 4)), "update_end": z, "update_shift": z, "update_n": z, "gt_img": z,
+                    "gt_boxes": np.zeros((0, 8)), "gt_cls": z}
         npos = np.bincount(data["gt_cls"], minlength=c).astype(np.int64)
         thresholds = F.matlab_thresholds() if self.matlab_thresholds else F.numpy_thresholds()
         if self.protocol == "official":
@@ -337,66 +475,97 @@ class HICODetMAP(Metric):
         out[f"ap_per_class{suffix}"] = torch.from_numpy(per_class)
         return out
 
-    def _ranked_official(self, data: dict[str, np.ndarray], npos: np.ndarray) -> dict[str, np.ndarray]:
-        """Detections of classes with GT, rounded, ranked per class (stable), capped per class."""
-        keep = npos[data["det_cls"]] > 0
-        cls = data["det_cls"][keep]
-        score = data["det_score"][keep]
-        order = F.class_score_order(cls, score)  # stable: ties keep (image id, within-image) order
-        cls = cls[order]
-        out = {
-            "cls": cls,
-            "img": data["det_img"][keep][order],
-            "boxes": F.round_half_away(data["det_boxes"][keep][order]),
-            "score": score[order],
-        }
-        cap = self.max_detections_per_class
-        if cap is not None and cls.size:
-            starts = F.segment_starts(cls)
-            lengths = np.diff(np.r_[starts, cls.size])
-            rank = np.arange(cls.size) - np.repeat(starts, lengths)
-            sel = rank < cap
-            if not sel.all():
-                out = {k: v[sel] for k, v in out.items()}
-        return out
+    def _best_pairs(self, data: dict) -> tuple[np.ndarray, np.ndarray]:
+        """For every detection (in ``data`` order), its best GT pair of the same image and class.
+
+        Official: boxes rounded half away from zero, :func:`~.functional.iou_official` (each box's area
+        computed once). Reference: float32 boxes, :func:`~.functional.iou_reference` with the GT box first.
+        """
+        c = self.num_hois
+        keys = (data["det_img"] * c + data["det_cls"], data["gt_img"] * c + data["gt_cls"])
+        gt = data["gt_boxes"]
+        if self.protocol == "official":
+            f32 = data["boxes"].dtype in (np.float16, np.float32)
+            rnd = F.round_half_away_f32 if f32 else F.round_half_away
+
+            def with_areas(cols: list[np.ndarray]) -> list[np.ndarray]:
+                return [*cols[:4], F.box_area_official(*cols[:4]), *cols[4:], F.box_area_official(*cols[4:])]
+
+            def det_columns(idx: np.ndarray) -> list[np.ndarray]:
+                return with_areas([rnd(col) for col in self._det_columns(data, idx)])
+
+            def overlap(d: list[np.ndarray], g: list[np.ndarray]) -> np.ndarray:
+                return np.minimum(F.iou_official_columns(d[:5], g[:5]), F.iou_official_columns(d[5:], g[5:]))
+
+            gt_columns = with_areas([np.ascontiguousarray(gt[:, k], dtype=np.float64) for k in range(8)])
+        else:
+
+            def det_columns(idx: np.ndarray) -> list[np.ndarray]:
+                return [col.astype(np.float32) for col in self._det_columns(data, idx)]
+
+            def overlap(d: list[np.ndarray], g: list[np.ndarray]) -> np.ndarray:
+                dh, do = np.column_stack(d[:4]), np.column_stack(d[4:])
+                gh, go = np.column_stack(g[:4]), np.column_stack(g[4:])
+                return np.minimum(F.iou_reference(gh, dh), F.iou_reference(go, do))
+
+            gt_columns = [np.ascontiguousarray(gt[:, k], dtype=np.float32) for k in range(8)]
+        # keys image-major: detections are stored image by image, so the look-ups run almost in order
+        return F.best_box_pairs(*keys, det_columns, gt_columns, overlap, num_keys=data["image_ids"].size * c)
 
     def _official(
-        self, data: dict[str, np.ndarray], npos: np.ndarray, thresholds: np.ndarray
+        self, data: dict, npos: np.ndarray, thresholds: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        r = self._ranked_official(data, npos)
+        """Default and Known-Object APs from one ranking and one matching.
 
-        def run(sel: np.ndarray | None) -> np.ndarray:
-            d = r if sel is None else {k: v[sel] for k, v in r.items()}
-            tp = F.greedy_match(d["img"], d["cls"], d["boxes"], data["gt_img"], data["gt_cls"], data["gt_boxes"],
-                                F.iou_official, self.iou_threshold, det_is_first_arg=True)
-            return F.segmented_eleven_point_ap(d["cls"], tp, npos, thresholds)[0]
+        1. Rank each class's detections by descending score, ties in (image id, within-image) order, and
+           mark those within the cap.
+        2. Best GT pair of every detection (rounded boxes, ``+1`` IoU); it does not depend on the ranking.
+        3. A GT pair goes to the best-ranked capped detection that picked it with overlap >= threshold.
+        4. Default AP from the true positives' ranks. Known-Object keeps whole (image, class) groups of
+           detections, and every GT pair's claimants share its group, so the true positives are the
+           same; only the ranks change, to the count of kept detections up to each one.
+        """
+        keep = npos[data["det_cls"]] > 0  # classes without GT do not take part (not even in the cap)
+        data = self._subset(data, keep)
+        cls, img = data["det_cls"], data["det_img"]
+        order = F.class_score_order(cls, data["det_score"])
+        counts = np.bincount(cls, minlength=self.num_hois)
+        cstart = np.cumsum(counts) - counts
+        pos = np.empty(order.size, dtype=np.int64)
+        pos[order] = np.arange(order.size, dtype=np.int64)  # rank position of each detection
+        cap = self.max_detections_per_class
+        within = pos - cstart[cls] < cap if cap is not None else np.ones(cls.size, dtype=bool)
 
-        ap = run(None)
-        ap_ko = None
-        if self.hoi_to_object is not None:
-            known = self._known_matrix(data)
-            sel = known[self.hoi_to_object[r["cls"]], r["img"]] if r["cls"].size else np.zeros(0, bool)
-            ap_ko = run(sel)
+        best_gt, best_ov = self._best_pairs(data)
+        q = np.flatnonzero((best_gt >= 0) & (best_ov >= self.iou_threshold) & within)
+        tp_pos = F.first_claims(best_gt[q], pos[q], data["gt_cls"].size)
+        tp_cls = cls[order[tp_pos]]
+        ap = F.eleven_point_ap_from_tps(tp_cls, tp_pos - cstart[tp_cls] + 1, npos, thresholds)
+        if self.hoi_to_object is None:
+            return ap, None
+
+        known = self._known_matrix(data)
+        kept_ranked = (known[self.hoi_to_object[cls], img] & within)[order]
+        kept_cum = np.cumsum(kept_ranked)  # kept detections up to each rank position (inclusive)
+        tk = kept_ranked[tp_pos]
+        ko_pos, ko_cls = tp_pos[tk], tp_cls[tk]
+        first = cstart[ko_cls]
+        before = np.where(first > 0, kept_cum[np.maximum(first - 1, 0)], 0)
+        ap_ko = F.eleven_point_ap_from_tps(ko_cls, kept_cum[ko_pos] - before, npos, thresholds)
         return ap, ap_ko
 
     def _reference(
-        self, data: dict[str, np.ndarray], npos: np.ndarray, thresholds: np.ndarray
+        self, data: dict, npos: np.ndarray, thresholds: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        keep = npos[data["det_cls"]] > 0  # predictions of classes absent from the GT are ignored
-        cls = data["det_cls"][keep]
-        score = data["det_score"][keep]
-        img = data["det_img"][keep]
-        boxes = data["det_boxes"][keep].astype(np.float32)
-        # claims: per image, descending score, stable (the reference sorts each image's triplets)
-        order = F.class_score_order(cls, score)
-        tp_sorted = F.greedy_match(img[order], cls[order], boxes[order], data["gt_img"], data["gt_cls"],
-                                   data["gt_boxes"].astype(np.float32), F.iou_reference, self.iou_threshold,
-                                   det_is_first_arg=False)
-        tp = np.empty_like(tp_sorted)
-        tp[order] = tp_sorted
+        data = self._subset(data, npos[data["det_cls"]] > 0)  # predictions of classes absent from the GT are ignored
+        cls = data["det_cls"]
+        # claims: per image, descending score, stable (the reference sorts each image's triplets): that is
+        # the stored order, and a GT pair is only claimed from its own (image, class) group
+        best_gt, best_ov = self._best_pairs(data)
+        tp = F.claim(best_gt, (best_gt >= 0) & (best_ov >= self.iou_threshold))
         # ranking per class: np.argsort(-score) (default kind) over the (image, within-image) layout
-        score32 = score.astype(np.float32)
-        by_cls = np.argsort(cls, kind="stable")
+        score32 = data["det_score"].astype(np.float32)
+        by_cls = F.radix_lexsort([cls])
         cls_sorted = cls[by_cls]
         starts = F.segment_starts(cls_sorted)
         ends = np.r_[starts[1:], cls_sorted.size][: starts.size]
@@ -404,7 +573,12 @@ class HICODetMAP(Metric):
         for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
             seg = by_cls[s:e]
             final[s:e] = seg[np.argsort(-score32[seg])]
-        return F.segmented_eleven_point_ap(cls[final], tp[final], npos, thresholds)
+        tp_at = np.flatnonzero(tp[final])  # ranking positions of the true positives
+        tp_cls = cls_sorted[tp_at]
+        cstart = np.zeros(self.num_hois, dtype=np.int64)
+        cstart[cls_sorted[starts]] = starts
+        ap = F.eleven_point_ap_from_tps(tp_cls, tp_at - cstart[tp_cls] + 1, npos, thresholds)
+        return ap, np.bincount(cls, minlength=self.num_hois) > 0
 
     # ------------------------------------------------------------------ export
     def export_official(
