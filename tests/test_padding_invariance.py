@@ -25,7 +25,7 @@ import pytest
 import torch
 from PIL import Image
 
-from hoiclip_lightning.data import collate_hoi, generate_synthetic_dataset
+from hoiclip_lightning.data import generate_synthetic_dataset
 from hoiclip_lightning.data.collate import pad_images
 from hoiclip_lightning.models import HOICLIP, HOICLIPConfig
 from hoiclip_lightning.models.backbone import Backbone, PaddingContext

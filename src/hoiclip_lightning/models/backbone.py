@@ -11,9 +11,11 @@ option on, the input of every spatial convolution and of the max pool is zeroed 
 valid area at that resolution, group norm uses the valid positions only, and the feature mask is the
 exact valid extent ``ceil(size / 2^k)`` of every stage. An image then gets the same features (to float
 rounding) whatever it is batched with; the cost is one multiply per spatial layer, and nothing at all for
-batches without padding. ``False`` reproduces the reference (and DETR) exactly. Parameter names are ``body.<torchvision name>`` (for example
-``body.layer2.0.conv1.weight``), so the public DETR checkpoint's ``backbone.0.body.*`` keys map onto
-``backbone.body.*`` of :class:`~hoiclip_lightning.models.HOICLIP` by dropping the ``0.``.
+batches without padding. ``False`` reproduces the reference (and DETR) exactly.
+
+Parameter names are ``body.<torchvision name>`` (for example ``body.layer2.0.conv1.weight``), so the
+public DETR checkpoint's ``backbone.0.body.*`` keys map onto ``backbone.body.*`` of
+:class:`~hoiclip_lightning.models.HOICLIP` by dropping the ``0.``.
 """
 
 from __future__ import annotations
