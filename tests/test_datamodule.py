@@ -178,3 +178,25 @@ def test_unknown_zero_shot_split():
 def test_hparams_saved():
     dm = HOIDataModule(str(HICO), zero_shot="rare_first", batch_size=3)
     assert dm.hparams.zero_shot == "rare_first" and dm.hparams.batch_size == 3 and dm.hparams.max_boxes == 64
+
+
+@pytest.mark.parametrize("stage", ["fit", "validate", "test"])
+def test_empty_evaluation_split_is_an_error_at_setup(tmp_path, stage):
+    root = copy_fixture(tmp_path)
+    path = root / "annotations/test_hico.json"
+    records = json.loads(path.read_text())
+    for rec in records:  # every record malformed: skip mode leaves no image
+        rec["annotations"] = "not a list"
+    path.write_text(json.dumps(records))
+    with pytest.raises(DatasetNotFoundError, match=r"test_hico\.json: the evaluation split .* has no image left "
+                                                   r"\(records skipped: \w+: 3\)"):
+        HOIDataModule(str(root), on_bad_record="skip", **SMALL).setup(stage)
+    # images without any annotated HOI: no mAP can be computed
+    path.write_text(json.dumps([{**rec, "hoi_annotation": []} for rec in json.loads(
+        (HICO / "annotations/test_hico.json").read_text())]))
+    with pytest.raises(DatasetNotFoundError, match=r"has 3 images but no annotated HOI"):
+        HOIDataModule(str(root), **SMALL).setup(stage)
+    # predicting on such a split is fine (no metric)
+    dm = HOIDataModule(str(root), **SMALL)
+    dm.setup("predict")
+    assert len(dm.test_dataset) == 3
