@@ -9,6 +9,7 @@ Lightning subcommands (model and datamodule from YAML, subclass mode)::
 Extra subcommands (each has ``--help``)::
 
     hoiclip synth --out data/synthetic --seed 0 --num-train 400 --num-test 100 --num-val 100
+    hoiclip clip-pretrain --out data/clip/hoiclip_small.pt --synthetic 3000
 """
 
 from __future__ import annotations
@@ -144,6 +145,9 @@ EXTRA_SUBCOMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "verb-embeddings": (lambda argv: __import__("hoiclip_lightning.knowledge.verb_embeddings",
                                                 fromlist=["main"]).main(argv) and None,
                         "compute the verb classifier file by visual semantic arithmetic (docs/knowledge.md)"),
+    "clip-pretrain": (lambda argv: __import__("hoiclip_lightning.knowledge.clip_pretrain",
+                                              fromlist=["main"]).main(argv) and None,
+                      "contrastive image-caption pretraining of a small CLIP; writes a clip_pretrained file"),
     "sweep": (lambda argv: __import__("hoiclip_lightning.sweep", fromlist=["main"]).main(argv),
               "train + test a config over training-data fractions locally (summary table and plot)"),
     "convert-official": (lambda argv: __import__("hoiclip_lightning.interop.official", fromlist=["main"]).main(argv),
