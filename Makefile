@@ -24,7 +24,8 @@ install: $(STAMP)
 
 # synthetic world -> verb embeddings by visual semantic arithmetic (tiny CLIP) -> train -> test -> mAP table
 quickstart: $(STAMP)
-	$(BIN)/hoiclip synth --out $(QUICKSTART_DIR) --easy --image-size 160 --seed 0 --num-train 800 --num-test 100
+	$(BIN)/hoiclip synth --out $(QUICKSTART_DIR) --easy --image-size 160 --seed 0 --num-train 800 --num-test 100 \
+		--num-val 100
 	$(BIN)/hoiclip verb-embeddings --config configs/quickstart.yaml --out $(QUICKSTART_DIR)/verb_embeddings.pt
 	$(BIN)/hoiclip fit --config configs/quickstart.yaml \
 		--model.init_args.net.verb_embeddings $(QUICKSTART_DIR)/verb_embeddings.pt

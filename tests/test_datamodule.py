@@ -200,3 +200,51 @@ def test_empty_evaluation_split_is_an_error_at_setup(tmp_path, stage):
     dm = HOIDataModule(str(root), **SMALL)
     dm.setup("predict")
     assert len(dm.test_dataset) == 3
+
+
+def _add_validation_split(root: Path, records: int = 2) -> Path:
+    """A validation split built from the first test records, in images/val2015 (the synthetic world's layout)."""
+    test = json.loads((root / "annotations/test_hico.json").read_text())[:records]
+    (root / "images/val2015").mkdir(parents=True)
+    for rec in test:
+        shutil.copy(root / "images/test2015" / rec["file_name"], root / "images/val2015" / rec["file_name"])
+    path = root / "annotations/val_hico.json"
+    path.write_text(json.dumps(test))
+    return path
+
+
+def test_validation_file_is_used_when_present(tmp_path):
+    """Rule: with annotations/val_hico.json the validation loader serves it, never the test split."""
+    root = copy_fixture(tmp_path)
+    val_path = _add_validation_split(root, records=2)
+    dm = HOIDataModule(str(root), **SMALL)
+    dm.setup("fit")
+    assert dm.val_source == str(val_path)
+    assert len(dm.val_dataset) == 2 and len(dm.test_dataset) == 3
+    assert dm.val_dataloader().dataset is dm.val_dataset
+    assert dm.test_dataloader().dataset is dm.test_dataset
+    assert all(r.path.parent.name == "val2015" for r in dm.val_dataset.records)
+    assert dm.val_dataset[0][2].gt is not None
+    # the reference's behaviour on request
+    ref = HOIDataModule(str(root), val_split="test", **SMALL)
+    ref.setup("fit")
+    assert ref.val_source == "test" and ref.val_dataloader().dataset is ref.test_dataset
+
+
+def test_without_validation_file_the_test_split_validates(tmp_path, caplog):
+    """Rule: HICO-DET has no validation split; validation then reads the test split and says so."""
+    dm = HOIDataModule(str(HICO), **SMALL)
+    with caplog.at_level("INFO", logger="hoiclip_lightning.data.datamodule"):
+        dm.setup("fit")
+    assert dm.val_source == "test" and dm.val_dataset is None
+    assert dm.val_dataloader().dataset is dm.test_dataset
+    assert "validation on the TEST split" in caplog.text
+
+
+def test_required_validation_file_missing(tmp_path):
+    with pytest.raises(DatasetNotFoundError, match="val_hico.json"):
+        HOIDataModule(str(HICO), val_split="val", **SMALL).setup("fit")
+    with pytest.raises(DatasetNotFoundError, match="my_val.json"):
+        HOIDataModule(str(HICO), val_annotation_file="my_val.json", **SMALL).setup("validate")
+    with pytest.raises(ConfigurationError, match="val_split"):
+        HOIDataModule(str(HICO), val_split="train", **SMALL)

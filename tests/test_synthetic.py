@@ -181,8 +181,8 @@ def test_easy_world_has_one_pair_per_image_and_a_plain_background(tmp_path):
         assert corner.std(axis=(0, 1)).max() < 12  # plain sky: only the pixel noise (sigma 6) and JPEG
 
 
-@pytest.mark.parametrize("kwargs", [{"num_train": 0}, {"num_test": -1}, {"image_size": 16}, {"workers": 0},
-                                    {"max_people": 0}, {"max_people": 4}])
+@pytest.mark.parametrize("kwargs", [{"num_train": 0}, {"num_test": -1}, {"num_val": -1}, {"image_size": 16},
+                                    {"workers": 0}, {"max_people": 0}, {"max_people": 4}])
 def test_invalid_arguments(tmp_path, kwargs):
     with pytest.raises(ConfigurationError):
         generate_synthetic_dataset(tmp_path / "x", **kwargs)
@@ -257,3 +257,30 @@ def test_verb_geometry(large):
                 checked[verb] += 1
     for verb in ("ride", "sit_on", "no_interaction", "hold", "kick", "push", "carry", "throw", "fly", "walk"):
         assert checked[verb] >= 5, (verb, checked)
+
+
+def test_validation_split_shares_no_image_with_train_or_test(tmp_path):
+    """Rule: the validation split has its own files, drawn from its own random stream of the seed."""
+    summary = generate_synthetic_dataset(tmp_path, seed=4, num_train=12, num_test=6, num_val=6, image_size=96)
+    assert summary.images == {"train": 12, "test": 6, "val": 6}
+    val = json.loads((tmp_path / "annotations/val_hico.json").read_text())
+    val_files = sorted(p.name for p in (tmp_path / "images/val2015").iterdir())
+    assert [r["file_name"] for r in val] == val_files and val_files[0] == "synth_val_00000001.jpg"
+    arrays = {}
+    for split in ("train2015", "test2015", "val2015"):
+        for p in sorted((tmp_path / "images" / split).iterdir()):
+            arrays[f"{split}/{p.name}"] = np.asarray(Image.open(p), dtype=np.int16)
+    val_keys = [k for k in arrays if k.startswith("val2015/")]
+    other = [k for k in arrays if not k.startswith("val2015/")]
+    assert not {k.split("/")[1] for k in val_keys} & {k.split("/")[1] for k in other}
+    for v in val_keys:  # not the same picture under another name either (pixels differ clearly)
+        assert all(np.abs(arrays[v] - arrays[o]).mean() > 5 for o in other), v
+    captions = json.loads((tmp_path / "captions.json").read_text())
+    assert set(val_files) <= set(captions)
+    # adding the validation split leaves train and test byte-identical
+    plain = tmp_path.parent / (tmp_path.name + "_plain")
+    generate_synthetic_dataset(plain, seed=4, num_train=12, num_test=6, image_size=96)
+    for rel in ("annotations/trainval_hico.json", "annotations/test_hico.json",
+                "images/test2015/synth_test_00000006.jpg"):
+        assert (plain / rel).read_bytes() == (tmp_path / rel).read_bytes(), rel
+    assert not (plain / "annotations/val_hico.json").exists() and not (plain / "images/val2015").exists()

@@ -8,7 +8,8 @@ Lightning subcommands (model and datamodule from YAML, subclass mode)::
 
 Extra subcommands (each has ``--help``)::
 
-    hoiclip synth --out data/synthetic --seed 0 --num-train 400 --num-test 100
+    hoiclip synth --out data/synthetic --seed 0 --num-train 400 --num-test 100 --num-val 100
+    hoiclip clip-pretrain --out data/clip/hoiclip_small.pt --synthetic 3000
 """
 
 from __future__ import annotations
@@ -35,8 +36,9 @@ class HOICLIPCLI(LightningCLI):
     """LightningCLI whose model and datamodule are chosen from YAML (``class_path`` + ``init_args``).
 
     The datamodule's vocabulary and zero-shot split are linked into the model, so a config states them
-    once, in the ``data`` section. ``test_after_fit: true`` evaluates the best checkpoint on the test
-    split when ``fit`` ends and prints the metric table (the quickstart uses it).
+    once, in the ``data`` section. ``test_after_fit: true`` evaluates the best checkpoint (selected on the
+    validation split, or on the test split for datasets without one) on the test split when ``fit`` ends and
+    prints the metric table (the quickstart uses it).
     """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -107,6 +109,9 @@ def _synth(argv: list[str]) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--num-train", type=int, default=400)
     parser.add_argument("--num-test", type=int, default=100)
+    parser.add_argument("--num-val", type=int, default=100,
+                        help="validation images (images/val2015, annotations/val_hico.json; own random stream, "
+                             "used for checkpoint selection); 0: none")
     parser.add_argument("--image-size", type=int, default=224)
     parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
     parser.add_argument("--max-people", type=int, default=3, help="people (interaction groups) per image, 1-3")
@@ -122,10 +127,13 @@ def _synth(argv: list[str]) -> None:
     out = Path(args.out)
     if out.exists() and (out / "vocabulary.json").exists() and not args.overwrite:
         summary_file = out / "vocabulary.json"
-        sys.stdout.write(f"synthetic dataset already present at {out} ({summary_file.name} found); "
+        no_val = args.num_val > 0 and not (out / "annotations" / "val_hico.json").is_file()
+        hint = " (it has no validation split: regenerate to add one)" if no_val else ""
+        sys.stdout.write(f"synthetic dataset already present at {out} ({summary_file.name} found){hint}; "
                          "pass --overwrite to regenerate\n")
         return
     summary = generate_synthetic_dataset(out, seed=args.seed, num_train=args.num_train, num_test=args.num_test,
+                                         num_val=args.num_val,
                                          image_size=args.image_size, overwrite=args.overwrite,
                                          max_people=args.max_people, distractors=not args.no_distractors,
                                          clutter=not args.no_clutter)
@@ -137,6 +145,9 @@ EXTRA_SUBCOMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "verb-embeddings": (lambda argv: __import__("hoiclip_lightning.knowledge.verb_embeddings",
                                                 fromlist=["main"]).main(argv) and None,
                         "compute the verb classifier file by visual semantic arithmetic (docs/knowledge.md)"),
+    "clip-pretrain": (lambda argv: __import__("hoiclip_lightning.knowledge.clip_pretrain",
+                                              fromlist=["main"]).main(argv) and None,
+                      "contrastive image-caption pretraining of a small CLIP; writes a clip_pretrained file"),
     "sweep": (lambda argv: __import__("hoiclip_lightning.sweep", fromlist=["main"]).main(argv),
               "train + test a config over training-data fractions locally (summary table and plot)"),
     "convert-official": (lambda argv: __import__("hoiclip_lightning.interop.official", fromlist=["main"]).main(argv),

@@ -7,6 +7,8 @@ Folder layout (annotation files may also sit directly in ``root``)::
     root/images/train2015  root/images/test2015                              (hico_det)
     root/images/train2014  root/images/val2014                               (vcoco)
     root/vocabulary.json                                                     (optional custom label space)
+    root/annotations/val_hico.json  root/images/val2015                      (optional validation split)
+    root/annotations/val_vcoco.json (images in images/train2014)             (optional validation split)
 
 Examples:
     >>> dm = HOIDataModule("/data/hico_20160224_det", zero_shot="rare_first")
@@ -51,6 +53,7 @@ _LAYOUT = {
         "corre": "corre_hico.npy",
         "train_images": "images/train2015",
         "test_images": "images/test2015",
+        "val": "val_hico.json",
     },
     "vcoco": {
         "train": "trainval_vcoco.json",
@@ -58,10 +61,15 @@ _LAYOUT = {
         "corre": "corre_vcoco.npy",
         "train_images": "images/train2014",
         "test_images": "images/val2014",
+        "val": "val_vcoco.json",
     },
 }
+# image folders of a validation file, first existing one wins (a validation file carved out of the training
+# images, e.g. V-COCO's val split of COCO train2014, has its images in the training folder)
+_VAL_IMAGE_DIRS = {"hico_det": ("images/val2015", "images/train2015"), "vcoco": ("images/train2014",)}
 _FORMATS = tuple(_LAYOUT)
 _BAD_RECORD = ("error", "skip")
+_VAL_SPLITS = ("auto", "val", "test")
 
 
 def _check_evaluation_split(path: Path, annotations: AnnotationSet) -> None:
@@ -83,9 +91,13 @@ def _check_evaluation_split(path: Path, annotations: AnnotationSet) -> None:
 class HOIDataModule(L.LightningDataModule):
     """Training, validation, test and predict loaders of an HOI dataset.
 
-    ``val_dataloader`` serves the **test split**, as the reference does (it selects checkpoints on the
-    test set; HICO-DET and V-COCO as distributed have no separate validation split). ``test_dataloader``
-    and ``predict_dataloader`` serve the test split too.
+    ``val_dataloader`` serves the **validation split** when the dataset has one (``val_split="auto"``
+    and the validation annotation file ``annotations/val_hico.json`` — ``val_vcoco.json`` — or
+    ``val_annotation_file`` exists; the synthetic world writes one). Otherwise it serves the **test split**,
+    as the reference does: HICO-DET as distributed has no validation split, so checkpoint selection on
+    ``val/*`` is then selection on the test set (logged at set-up). ``test_dataloader`` and
+    ``predict_dataloader`` always serve the test split.
+    After set-up, :attr:`val_source` names what validation reads: the validation file's path, or ``"test"``.
 
     Training set: the training annotation file (or ``train_annotation_file``), optionally subsampled
     to ``train_fraction`` of its images (seeded by ``fraction_seed``), then zero-shot filtered: a
@@ -130,6 +142,13 @@ class HOIDataModule(L.LightningDataModule):
             (``HOIGroundTruth.vcoco``), and :class:`~hoiclip_lightning.metrics.VCOCORoleAP` evaluates
             exactly as ``vsrl_eval.py``. The image is found by the COCO id in its file name.
         vcoco_official_split: which official split the test file holds (``test`` for the HOIA test file).
+        val_split: what ``val_dataloader`` serves: ``auto`` (the validation file when it exists, else the
+            test split), ``val`` (the validation file; its absence is an error) or ``test`` (the test split,
+            the reference's behaviour).
+        val_annotation_file: the validation annotation file (``None``: ``val_hico.json`` / ``val_vcoco.json``);
+            relative paths are looked up as given, in the annotation folder, then in root. Its images are read
+            from ``images/val2015`` when that folder exists, else from the training image folder
+            (``hico_det``); from ``images/train2014`` (``vcoco``).
     """
 
     def __init__(
@@ -159,10 +178,17 @@ class HOIDataModule(L.LightningDataModule):
         predict_images: str | None = None,
         vcoco_official_dir: str | None = None,
         vcoco_official_split: str = "test",
+        val_split: Literal["auto", "val", "test"] = "auto",
+        val_annotation_file: str | None = None,
     ) -> None:
         super().__init__()
         if dataset_format not in _FORMATS:
             raise ConfigurationError(f"dataset_format {dataset_format!r} is not supported; accepted: {_FORMATS}")
+        if val_split not in _VAL_SPLITS:
+            raise ConfigurationError(f"val_split {val_split!r} is not supported; accepted: {_VAL_SPLITS}")
+        if val_split == "test" and val_annotation_file is not None:
+            raise ConfigurationError("val_annotation_file is set but val_split='test' would ignore it; use "
+                                     "val_split 'auto' or 'val'")
         if on_bad_record not in _BAD_RECORD:
             raise ConfigurationError(f"on_bad_record {on_bad_record!r} is not supported; accepted: {_BAD_RECORD}")
         if not 0.0 < train_fraction <= 1.0:
@@ -189,6 +215,8 @@ class HOIDataModule(L.LightningDataModule):
         self._vocab: HOIVocabulary | None = None
         self.train_dataset: HOIDataset | None = None
         self.test_dataset: HOIDataset | None = None
+        self.val_dataset: HOIDataset | None = None
+        self.val_source: str | None = None
         self.predict_dataset: ImageFolderDataset | None = None
         self.verb_object_matrix: Tensor | None = None
         self.subset_stats: SubsetStats | None = None
@@ -244,7 +272,7 @@ class HOIDataModule(L.LightningDataModule):
 
     @property
     def skip_counts(self) -> dict[str, dict[str, int]]:
-        """Skipped problems per split (``"train"``, ``"test"``) and reason (``on_bad_record="skip"``)."""
+        """Skipped problems per split (``"train"``, ``"val"``, ``"test"``) and reason (``on_bad_record="skip"``)."""
         return {k: dict(v) for k, v in self._skip_counts.items()}
 
     # ------------------------------------------------------------------ files
@@ -273,6 +301,33 @@ class HOIDataModule(L.LightningDataModule):
             f"train_annotation_file {spec!r} not found (searched it as given, under {self.root / 'annotations'} "
             f"and under {self.root})"
         )
+
+    def _val_annotation_path(self) -> Path | None:
+        """The validation file (``None``: none found and ``val_split='auto'``)."""
+        hp = self.hparams
+        if hp.val_split == "test":
+            return None
+        name = hp.val_annotation_file or _LAYOUT[self.dataset_format]["val"]
+        path = Path(name)
+        for cand in (path, self.root / "annotations" / path, self.root / path):
+            if cand.is_file():
+                return cand
+        if hp.val_annotation_file is None and hp.val_split == "auto":
+            return None
+        raise DatasetNotFoundError(
+            f"validation annotation file {name!r} not found (val_split={hp.val_split!r}; searched it as given, "
+            f"under {self.root / 'annotations'} and under {self.root})"
+        )
+
+    def _val_image_dir(self) -> Path:
+        candidates = _VAL_IMAGE_DIRS[self.dataset_format]
+        for rel in candidates:
+            if (self.root / rel).is_dir():
+                return self.root / rel
+        if self.hparams.check_images:
+            raise DatasetNotFoundError(f"dataset root {self.root} (format {self.dataset_format}): no image folder "
+                                       f"for the validation split (looked for {', '.join(candidates)})")
+        return self.root / candidates[0]
 
     def _image_dir(self, key: str) -> Path:
         rel = _LAYOUT[self.dataset_format][key]
@@ -331,6 +386,30 @@ class HOIDataModule(L.LightningDataModule):
                 official_gt=official,
             )
             log.info("test split: %d images", len(self.test_dataset))
+        if stage in (None, "fit", "validate") and self.val_source is None:
+            self._setup_val(vocab)
+
+    def _setup_val(self, vocab: HOIVocabulary) -> None:
+        """Build :attr:`val_dataset` from the validation file, or record that validation uses the test split."""
+        hp = self.hparams
+        path = self._val_annotation_path()
+        if path is None:
+            self.val_source = "test"
+            why = "val_split='test'" if hp.val_split == "test" else (
+                f"no validation file '{_LAYOUT[self.dataset_format]['val']}' in {self.root}")
+            log.info("validation on the TEST split (%s), as the reference does: checkpoints selected on val/* are "
+                     "selected on the test set", why)
+            return
+        val_set = load_annotations(path, vocab, self._val_image_dir(), self.dataset_format, hp.on_bad_record,
+                                   check_images=hp.check_images)
+        self._skip_counts["val"] = val_set.skipped
+        _check_evaluation_split(path, val_set)
+        self.val_dataset = HOIDataset(
+            val_set.records, vocab, train=False, transform=HOIEvalTransform(hp.test_scale, hp.test_max_size),
+            clip_transform=ClipTransform(hp.clip_image_size), max_boxes=None, return_gt=True,
+        )
+        self.val_source = str(path)
+        log.info("validation split: %d images from %s", len(self.val_dataset), path)
 
     def _setup_predict_images(self, spec: str) -> None:
         """Build :attr:`predict_dataset`; every image header is read now, so a bad file fails here."""
@@ -400,8 +479,10 @@ class HOIDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        """The test split (reference behaviour: model selection on the test set)."""
-        return self._loader(self.test_dataset, self._eval_batch_size, shuffle=False)
+        """The validation split when there is one, else the test split (reference behaviour; see the class
+        docstring and :attr:`val_source`)."""
+        dataset = self.val_dataset if self.val_dataset is not None else self.test_dataset
+        return self._loader(dataset, self._eval_batch_size, shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader(self.test_dataset, self._eval_batch_size, shuffle=False)

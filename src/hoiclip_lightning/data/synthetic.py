@@ -92,7 +92,10 @@ _DARK = [(178, 34, 34), (25, 25, 112), (0, 100, 0), (128, 0, 128), (139, 69, 19)
          (47, 79, 79), (160, 82, 45), (70, 50, 150), (0, 110, 110), (200, 80, 0), (30, 30, 30), (105, 20, 60)]
 _SKIN = [(141, 85, 36), (198, 134, 66), (224, 172, 105), (110, 70, 40), (170, 110, 70)]
 
-_SPLITS = {"train": ("train2015", "trainval_hico.json", 1), "test": ("test2015", "test_hico.json", 2)}
+# split -> (image folder, annotation file, random stream): each split draws from its own stream of the seed,
+# so its images differ from those of every other split and adding a split leaves the others byte-identical
+_SPLITS = {"train": ("train2015", "trainval_hico.json", 1), "test": ("test2015", "test_hico.json", 2),
+           "val": ("val2015", "val_hico.json", 3)}
 
 
 @dataclass
@@ -101,7 +104,7 @@ class SyntheticSummary:
 
     Attributes:
         root: dataset root (HICO-DET layout).
-        images: images per split (``train``/``test``).
+        images: images per split (``train``/``test``, and ``val`` when a validation split was written).
         pairs: distinct annotated (person, object) pairs per split.
         hoi_instances: HOI annotations (one per pair and verb) per split.
         num_objects, num_verbs, num_hois: size of the label space.
@@ -657,13 +660,16 @@ def _caption(groups: list[dict[str, Any]], distractors: list[str]) -> str:
 # ---------------------------------------------------------------------------------------------- driver
 def generate_synthetic_dataset(out: str | Path, seed: int = 0, num_train: int = 400, num_test: int = 100,
                                image_size: int = 224, overwrite: bool = False, workers: int = 1,
-                               max_people: int = 3, distractors: bool = True, clutter: bool = True) -> SyntheticSummary:
+                               max_people: int = 3, distractors: bool = True, clutter: bool = True,
+                               num_val: int = 0) -> SyntheticSummary:
     """Write a synthetic HOI dataset in the HICO-DET layout under ``out``.
 
     Layout: ``images/{train2015,test2015}/*.jpg``, ``annotations/{trainval_hico,test_hico}.json``,
     ``annotations/corre_hico.npy`` (bool ``[C_verb, C_obj]``), ``vocabulary.json`` (with the rare set and
     the zero-shot splits computed from the generated train split) and ``captions.json`` (file name ->
-    caption).
+    caption). With ``num_val > 0`` also a validation split, ``images/val2015/*.jpg`` and
+    ``annotations/val_hico.json``, drawn from its own random stream (no image in common with train or
+    test); :class:`~hoiclip_lightning.data.HOIDataModule` then validates on it instead of the test split.
 
     Args:
         out: dataset root; must be empty or absent unless ``overwrite``.
@@ -677,6 +683,7 @@ def generate_synthetic_dataset(out: str | Path, seed: int = 0, num_train: int = 
         max_people: at most this many people (1 to 3) per image; each brings its interaction group.
         distractors: also draw objects nobody interacts with (they are annotated, without HOI).
         clutter: draw background shapes (False: plain sky and ground).
+        num_val: validation images (0: no validation split is written; ``hoiclip synth`` writes 100).
 
     The defaults give the full world of the tests; ``max_people=1, distractors=False, clutter=False``
     gives the easier world of the CPU quickstart (one annotated pair per image, plain background),
@@ -685,8 +692,9 @@ def generate_synthetic_dataset(out: str | Path, seed: int = 0, num_train: int = 
     Raises:
         ConfigurationError: on a non-empty ``out`` without ``overwrite`` or an invalid count/size.
     """
-    if num_train < 1 or num_test < 0:
-        raise ConfigurationError(f"num_train must be >= 1 and num_test >= 0, got {num_train}, {num_test}")
+    if num_train < 1 or num_test < 0 or num_val < 0:
+        raise ConfigurationError(f"num_train must be >= 1, num_test and num_val >= 0, got {num_train}, {num_test}, "
+                                 f"{num_val}")
     if not 64 <= image_size <= 2048:
         raise ConfigurationError(f"image_size must be in [64, 2048], got {image_size}")
     if workers < 1:
@@ -699,14 +707,18 @@ def generate_synthetic_dataset(out: str | Path, seed: int = 0, num_train: int = 
     if root.is_dir() and any(root.iterdir()):
         if not overwrite:
             raise ConfigurationError(f"{root} is not empty; pass overwrite=True to replace its synthetic dataset")
-        for sub in ("images/train2015", "images/test2015"):
+        for sub in ("images/train2015", "images/test2015", "images/val2015"):
             if (root / sub).is_dir():
                 shutil.rmtree(root / sub)
+        stale_val = root / "annotations" / _SPLITS["val"][1]
+        if stale_val.is_file():
+            stale_val.unlink()
     (root / "annotations").mkdir(parents=True, exist_ok=True)
 
     records: dict[str, list[dict[str, Any]]] = {}
     captions: dict[str, str] = {}
-    for split, n in (("train", num_train), ("test", num_test)):
+    counts_per_split = [("train", num_train), ("test", num_test)] + ([("val", num_val)] if num_val > 0 else [])
+    for split, n in counts_per_split:
         image_dir = root / "images" / _SPLITS[split][0]
         image_dir.mkdir(parents=True, exist_ok=True)
         jobs = [(int(seed), split, i, int(image_size), str(image_dir), int(max_people), bool(distractors),
@@ -723,7 +735,7 @@ def generate_synthetic_dataset(out: str | Path, seed: int = 0, num_train: int = 
     counts = Counter(h["hoi_category_id"] - 1 for r in records["train"] for h in r["hoi_annotation"])
     hoi_counts = [counts.get(c, 0) for c in range(len(_HOI_PAIRS))]
     vocab = synthetic_vocabulary(hoi_counts)
-    for split in ("train", "test"):
+    for split in records:
         path = root / "annotations" / _SPLITS[split][1]
         path.write_text(json.dumps(records[split]) + "\n")
     np.save(root / "annotations" / "corre_hico.npy", vocab.verb_object_matrix().numpy())

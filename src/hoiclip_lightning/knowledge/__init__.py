@@ -1,11 +1,13 @@
-"""CLIP knowledge tools: verb representations by visual semantic arithmetic and cached prompt embeddings.
+"""CLIP knowledge tools: verb representations, cached prompt embeddings and small-CLIP pretraining.
 
 * :func:`compute_verb_embeddings` (command ``hoiclip verb-embeddings``) writes the verb-classifier file that
   ``model.init_args.net.verb_embeddings`` points to;
-* :func:`encode_prompts` embeds prompts (optionally with several templates) through an on-disk cache.
+* :func:`encode_prompts` embeds prompts (optionally with several templates) through an on-disk cache;
+* :func:`pretrain_clip` (command ``hoiclip clip-pretrain``) trains a small CLIP on image-caption pairs and
+  writes the weights file that ``clip_pretrained`` loads; :func:`zero_shot_check` measures what it learned.
 
-The verb-embedding names are imported on first use, so :mod:`hoiclip_lightning.models` can use the prompt
-cache without an import cycle.
+The verb-embedding and pretraining names are imported on first use, so :mod:`hoiclip_lightning.models` can
+use the prompt cache without an import cycle.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ _VERB_NAMES = (
     "verb_arithmetic",
 )
 
+_PRETRAIN_NAMES = ("pretrain_clip", "zero_shot_check", "zero_shot_scores", "CLIPPretrainModule")
+
 __all__ = [
     "PromptEmbeddingCache",
     "cache_key",
@@ -29,6 +33,7 @@ __all__ = [
     "encode_prompts",
     "expand_prompts",
     *_VERB_NAMES,
+    *_PRETRAIN_NAMES,
 ]
 
 
@@ -37,4 +42,8 @@ def __getattr__(name: str) -> Any:
         from . import verb_embeddings
 
         return getattr(verb_embeddings, name)
+    if name in _PRETRAIN_NAMES:
+        from . import clip_pretrain
+
+        return getattr(clip_pretrain, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

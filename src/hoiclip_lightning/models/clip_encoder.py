@@ -7,8 +7,16 @@ projection ``[B, L, W]`` (CLS token first). :class:`CLIPEncoder` computes both i
 ``patch_dropout``, ``ln_pre``, ``transformer``, ``ln_post``, ``proj``) — open_clip is not forked or
 patched. Only ViT towers with CLS-token pooling are supported (as in the reference).
 
-A tiny randomly initialised config, ``hoiclip-tiny`` (64 px, patch 16, width 64, 2 layers, 2 heads,
-embed dim 32), is registered with open_clip on import, so tests and the quickstart run offline::
+Two small architectures are registered with open_clip on import, so tests and the quickstart run offline:
+
+* ``hoiclip-tiny`` (64 px, patch 16, width 64, 2 layers, 2 heads, embed dim 32): random weights only, for
+  tests;
+* ``hoiclip-small`` (64 px, patch 16, width 128 x 4 layers; text width 128 x 3 layers, context 32; embed
+  dim 128; 7.9 M parameters): small enough to pretrain on a CPU with ``hoiclip clip-pretrain``
+  (:mod:`hoiclip_lightning.knowledge.clip_pretrain`), whose weights file ``pretrained`` then accepts.
+
+``pretrained`` may be such a weights file (:mod:`hoiclip_lightning.models.clip_weights`): it names its
+architecture, which must be ``model_name``, and a fingerprint of its weights, checked on load.
 
     >>> enc = CLIPEncoder("hoiclip-tiny", pretrained=None)
     >>> enc.width, enc.embed_dim, enc.image_size, enc.num_tokens
@@ -37,16 +45,25 @@ TINY_CLIP_CONFIG: dict = {
     "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
 }
+SMALL_CLIP_NAME = "hoiclip-small"
+SMALL_CLIP_CONFIG: dict = {
+    "embed_dim": 128,
+    "vision_cfg": {"image_size": 64, "layers": 4, "width": 128, "head_width": 64, "patch_size": 16},
+    "text_cfg": {"context_length": 32, "vocab_size": 49408, "width": 128, "heads": 2, "layers": 3},
+}
+LIBRARY_CLIP_CONFIGS: dict[str, dict] = {TINY_CLIP_NAME: TINY_CLIP_CONFIG, SMALL_CLIP_NAME: SMALL_CLIP_CONFIG}
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 def register_tiny_clip() -> None:
-    """Register the ``hoiclip-tiny`` architecture with open_clip (idempotent)."""
+    """Register the library's architectures (``hoiclip-tiny``, ``hoiclip-small``) with open_clip (idempotent)."""
     configs = open_clip.factory._MODEL_CONFIGS
-    if TINY_CLIP_NAME not in configs:
-        configs[TINY_CLIP_NAME] = copy.deepcopy(TINY_CLIP_CONFIG)
+    for name, config in LIBRARY_CLIP_CONFIGS.items():
+        if name not in configs:
+            configs[name] = copy.deepcopy(config)
 
 
+register_library_clips = register_tiny_clip
 register_tiny_clip()
 
 
@@ -61,10 +78,16 @@ def weights_fingerprint(module: nn.Module, include: str = "", exclude: str | Non
         samples_per_tensor: at most this many values of each tensor enter the hash (fast for large models;
             any training or re-initialisation changes essentially every value).
     """
+    return state_dict_fingerprint(module.state_dict(), include, exclude, samples_per_tensor)
+
+
+def state_dict_fingerprint(state_dict: dict[str, Tensor], include: str = "", exclude: str | None = None,
+                           samples_per_tensor: int = 4096) -> str:
+    """:func:`weights_fingerprint` of a state dict (e.g. one read from a file)."""
     import hashlib
 
     h = hashlib.sha256()
-    for name, p in sorted(module.state_dict().items()):
+    for name, p in sorted(state_dict.items()):
         if not name.startswith(include) or (exclude and name.startswith(exclude)) or "logit_" in name:
             continue
         if not torch.is_floating_point(p):
@@ -77,12 +100,30 @@ def weights_fingerprint(module: nn.Module, include: str = "", exclude: str | Non
     return h.hexdigest()
 
 
+class _DropRandomInitWarning(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "initialized randomly" not in record.getMessage()
+
+
+class _quiet_random_init:  # noqa: N801 - used as a context manager
+    """Silence open_clip's "initialized randomly" warning while the weights come from a file next."""
+
+    def __enter__(self) -> None:
+        self.filter = _DropRandomInitWarning()
+        logging.getLogger().addFilter(self.filter)
+
+    def __exit__(self, *exc: object) -> None:
+        logging.getLogger().removeFilter(self.filter)
+
+
 class CLIPEncoder(nn.Module):
     """An open_clip ViT CLIP model exposing global embeddings, spatial tokens and text embeddings.
 
     Args:
         model_name: open_clip architecture name (``ViT-B-32``, ``ViT-L-14``, ``hoiclip-tiny`` ...).
-        pretrained: open_clip pretrained tag (``openai``), a local weights file, or ``None`` (random init).
+        pretrained: open_clip pretrained tag (``openai``), a CLIP weights file of ``hoiclip clip-pretrain``
+            (:mod:`~hoiclip_lightning.models.clip_weights`; its architecture must be ``model_name``), another
+            local weights file (read by open_clip), or ``None`` (random init).
         precision: dtype of the towers (``fp32``, ``fp16``, ``bf16``; open_clip keeps LayerNorms in fp32).
             Outputs are always returned in fp32. Low precision requires ``frozen=True``.
         frozen: no parameter requires grad and the model stays in eval mode even under ``.train()``.
@@ -110,11 +151,21 @@ class CLIPEncoder(nn.Module):
         if precision != "fp32" and not frozen:
             raise ConfigurationError(f"clip_precision={precision!r} needs a frozen CLIP (freeze_clip=True)")
         register_tiny_clip()
+        from .clip_weights import read_clip_weights
+
+        weights = read_clip_weights(pretrained, model_name) if pretrained else None
         try:
-            # OpenAI's weights were trained with QuickGELU; open_clip's plain "ViT-B-32" config uses GELU and
-            # would only warn, so the activation is forced for the `openai` tag (as the reference's CLIP has it)
-            model = open_clip.create_model(model_name, pretrained=pretrained or None, precision=precision,
-                                           force_quick_gelu=pretrained == "openai")
+            if weights is not None:  # a hoiclip CLIP weights file: architecture and fingerprint already checked
+                with _quiet_random_init():
+                    model = open_clip.create_model(model_name, pretrained=None, precision=precision)
+                model.load_state_dict(weights.state_dict)
+                log.info("CLIP %s weights from %s (fingerprint %s)", model_name, weights.path,
+                         weights.fingerprint[:12])
+            else:
+                # OpenAI's weights were trained with QuickGELU; open_clip's plain "ViT-B-32" config uses GELU
+                # and would only warn, so the activation is forced for the `openai` tag (as the reference's CLIP)
+                model = open_clip.create_model(model_name, pretrained=pretrained or None, precision=precision,
+                                               force_quick_gelu=pretrained == "openai")
         except RuntimeError as err:
             raise ConfigurationError(
                 f"open_clip could not create {model_name!r} with pretrained={pretrained!r}: {err}"
