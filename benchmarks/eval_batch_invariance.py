@@ -24,28 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from PIL import Image
-
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def vary_test_sizes(root: Path) -> int:
-    """Resize test image i to its own size (boxes scaled with it); returns the number of distinct sizes."""
-    path = root / "annotations/test_hico.json"
-    records = json.loads(path.read_text())
-    sizes = set()
-    for i, rec in enumerate(records):
-        w, h = 96 + 11 * (i % 9), 90 + 13 * ((i * 5) % 7)
-        image_path = root / "images/test2015" / rec["file_name"]
-        with Image.open(image_path) as im:
-            sx, sy = w / im.width, h / im.height
-            im.convert("RGB").resize((w, h)).save(image_path, quality=95)
-        rec["width"], rec["height"] = w, h
-        for ann in rec["annotations"]:
-            ann["bbox"] = [round(v * s) for v, s in zip(ann["bbox"], (sx, sy, sx, sy), strict=True)]
-        sizes.add((w, h))
-    path.write_text(json.dumps(records))
-    return len(sizes)
 
 
 def _run(args: list[str], log: Path) -> None:
@@ -74,11 +53,12 @@ def main() -> None:
     out = args.out
     data = out / "data"
     if not data.exists():
-        from hoiclip_lightning.data import generate_synthetic_dataset
+        from hoiclip_lightning.data import generate_synthetic_dataset, resize_split_images
 
         generate_synthetic_dataset(data, seed=0, num_train=400, num_test=args.num_test, image_size=160,
                                    max_people=1, distractors=False, clutter=False)
-        print(f"test images of {vary_test_sizes(data)} different sizes")
+        sizes = [(96 + 11 * (i % 9), 90 + 13 * ((i * 5) % 7)) for i in range(args.num_test)]
+        print(f"test images of {resize_split_images(data, 'test', sizes)} different sizes")
     common = ["--config", str(ROOT / "configs/quickstart.yaml"), "--data.init_args.root", str(data),
               "--trainer.max_time", "null"]
     checkpoint = args.ckpt

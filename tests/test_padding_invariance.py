@@ -23,9 +23,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from PIL import Image
 
-from hoiclip_lightning.data import generate_synthetic_dataset
+from hoiclip_lightning.data import generate_synthetic_dataset, resize_split_images
 from hoiclip_lightning.data.collate import pad_images
 from hoiclip_lightning.models import HOICLIP, HOICLIPConfig
 from hoiclip_lightning.models.backbone import Backbone, PaddingContext
@@ -117,23 +116,6 @@ def test_backbone_feature_mask_is_the_exact_extent_and_unpadded_batches_skip_mas
 
 
 # ------------------------------------------------------------------------------------ whole pipeline
-def _write_varied_sizes(root: Path) -> None:
-    """Resize every test image to its own size (boxes scaled with it)."""
-    path = root / "annotations/test_hico.json"
-    records = json.loads(path.read_text())
-    for i, rec in enumerate(records):
-        w, h = 64 + 13 * (i % 7), 60 + 17 * ((i * 5) % 9)
-        image_path = root / "images/test2015" / rec["file_name"]
-        with Image.open(image_path) as im:
-            sx, sy = w / im.width, h / im.height
-            im.convert("RGB").resize((w, h)).save(image_path, quality=95)
-        rec["width"], rec["height"] = w, h
-        for ann in rec["annotations"]:
-            x1, y1, x2, y2 = ann["bbox"]
-            ann["bbox"] = [round(x1 * sx), round(y1 * sy), round(x2 * sx), round(y2 * sy)]
-    path.write_text(json.dumps(records))
-
-
 def _add_best_detections_as_ground_truth(root: Path, vocab: HOIVocabulary, predictions) -> None:
     path = root / "annotations/test_hico.json"
     records = json.loads(path.read_text())
@@ -187,7 +169,7 @@ def evaluation_world(tmp_path_factory):
     root = folder / "data"
     generate_synthetic_dataset(root, seed=2, num_train=2, num_test=N_TEST, image_size=96, max_people=1,
                                distractors=False, clutter=False)
-    _write_varied_sizes(root)
+    resize_split_images(root, "test", [(64 + 13 * (i % 7), 60 + 17 * ((i * 5) % 9)) for i in range(N_TEST)])
     config = _config(root, folder)
     cli = _cli(config, "--trainer.default_root_dir", str(folder / "make"))
     cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False)  # attaches the model to a trainer

@@ -284,3 +284,21 @@ def test_validation_split_shares_no_image_with_train_or_test(tmp_path):
                 "images/test2015/synth_test_00000006.jpg"):
         assert (plain / rel).read_bytes() == (tmp_path / rel).read_bytes(), rel
     assert not (plain / "annotations/val_hico.json").exists() and not (plain / "images/val2015").exists()
+
+
+def test_resize_split_images_scales_boxes_with_the_image(tmp_path):
+    from hoiclip_lightning.data import resize_split_images
+
+    generate_synthetic_dataset(tmp_path, seed=3, num_train=1, num_test=3, image_size=64)
+    before = json.loads((tmp_path / "annotations/test_hico.json").read_text())
+    assert resize_split_images(tmp_path, "test", [(128, 32), (64, 96)]) == 2
+    after = json.loads((tmp_path / "annotations/test_hico.json").read_text())
+    for rec, old, (w, h) in zip(after, before, [(128, 32), (64, 96), (128, 32)], strict=True):
+        with Image.open(tmp_path / "images/test2015" / rec["file_name"]) as im:
+            assert im.size == (w, h) and (rec["width"], rec["height"]) == (w, h)
+        for ann, ann0 in zip(rec["annotations"], old["annotations"], strict=True):
+            x1, y1, x2, y2 = ann0["bbox"]
+            assert ann["bbox"] == [round(x1 * w / 64), round(y1 * h / 64), round(x2 * w / 64), round(y2 * h / 64)]
+        assert rec["hoi_annotation"] == old["hoi_annotation"]
+    with pytest.raises(ConfigurationError, match="unknown split 'dev'"):
+        resize_split_images(tmp_path, "dev", [(64, 64)])

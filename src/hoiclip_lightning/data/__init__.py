@@ -13,7 +13,7 @@ from .subsets import (
     subset_stats,
     zero_shot_filter,
 )
-from .synthetic import SyntheticSummary, generate_synthetic_dataset, synthetic_vocabulary
+from .synthetic import SyntheticSummary, generate_synthetic_dataset, resize_split_images, synthetic_vocabulary
 from .transforms import (
     CLIP_MEAN,
     CLIP_STD,
@@ -53,6 +53,7 @@ __all__ = [
     "coco_image_id",
     "collate_hoi",
     "generate_synthetic_dataset",
+    "resize_split_images",
     "count_hoi_instances",
     "load_annotations",
     "find_vcoco_official_files",

@@ -756,3 +756,43 @@ def generate_synthetic_dataset(out: str | Path, seed: int = 0, num_train: int = 
     logger.info("synthetic dataset at %s: %s images, %s HOI instances, %d/%d rare classes", root,
                 summary.images, summary.hoi_instances, summary.num_rare, summary.num_hois)
     return summary
+
+
+def resize_split_images(root: str | Path, split: str, sizes: list[tuple[int, int]]) -> int:
+    """Give the images of a generated split their own sizes, as real datasets have (boxes follow).
+
+    The generator draws square images; evaluating images of one size never pads a batch. This resizes
+    image ``i`` of ``annotations/{split}_hico.json`` to ``sizes[i % len(sizes)]`` (width, height), scales
+    its boxes with it (rounded to whole pixels) and rewrites the record's ``width``/``height``.
+
+    Example:
+        >>> resize_split_images("data/synth", "test", [(96 + 11 * i, 90 + 13 * i) for i in range(16)])  # doctest: +SKIP
+        16
+
+    Args:
+        root: a dataset written by :func:`generate_synthetic_dataset`.
+        split: ``train``, ``val`` or ``test``.
+        sizes: ``(width, height)`` pairs, used in turn.
+
+    Returns:
+        the number of distinct image sizes of the split afterwards.
+    """
+    if split not in _SPLITS:
+        raise ConfigurationError(f"unknown split {split!r}; accepted: {sorted(_SPLITS)}")
+    if not sizes:
+        raise ConfigurationError("sizes is empty")
+    folder, annotation_file, _ = _SPLITS[split]
+    root = Path(root)
+    path = root / "annotations" / annotation_file
+    image_dir = root / "images" / folder
+    records = json.loads(path.read_text())
+    for i, rec in enumerate(records):
+        w, h = sizes[i % len(sizes)]
+        with Image.open(image_dir / rec["file_name"]) as im:
+            sx, sy = w / im.width, h / im.height
+            im.convert("RGB").resize((w, h)).save(image_dir / rec["file_name"], quality=95)
+        rec["width"], rec["height"] = w, h
+        for ann in rec["annotations"]:
+            ann["bbox"] = [round(v * s) for v, s in zip(ann["bbox"], (sx, sy, sx, sy), strict=True)]
+    path.write_text(json.dumps(records))
+    return len({(r["width"], r["height"]) for r in records})
