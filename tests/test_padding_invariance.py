@@ -7,7 +7,8 @@ Two levels:
   reference) they do not, which is what makes these tests able to fail;
 * the whole evaluation pipeline (datamodule -> LightningModule -> metric): one checkpoint validated at
   eval batch sizes 1, 2, 3 and 7, with 0 and 2 loader workers, in 1 and 2 processes (CPU ``ddp``), gives
-  the same mAP on every split. The 17 test images have 15 different sizes. The ground truth holds the real
+  the same mAP on every split. The 17 test images have 16 different sizes after the test resize. The
+  ground truth holds the real
   annotations plus each image's best detection at batch size 1 (so the mAP is far from 0 and moves when
   a score or a box moves).
 """
