@@ -8,9 +8,8 @@ Two levels:
 * the whole evaluation pipeline (datamodule -> LightningModule -> metric): one checkpoint validated at
   eval batch sizes 1, 2, 3 and 7, with 0 and 2 loader workers, in 1 and 2 processes (CPU ``ddp``), gives
   the same mAP on every split. The 17 test images have 16 different sizes after the test resize. The
-  ground truth holds the real
-  annotations plus each image's best detection at batch size 1 (so the mAP is far from 0 and moves when
-  a score or a box moves).
+  ground truth holds the real annotations plus each image's best detection at batch size 1, so that an
+  untrained model's mAP is not 0 and moves when a score or a box moves.
 """
 
 from __future__ import annotations
