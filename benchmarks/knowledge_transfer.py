@@ -73,7 +73,8 @@ NET = "--model.init_args.net."
 #: variant -> (overrides of the trained run, which run it reads, which test columns: "tfe" or "plain")
 VARIANTS: dict[str, tuple[list[str], str, str]] = {
     "full": ([], "full", "tfe"),
-    "random_clip": ([NET + "clip_pretrained", "null"], "random_clip", "tfe"),
+    # `--...net.clip_pretrained null` would arrive as the string "None" (jsonargparse, `str | None`); a dict is exact
+    "random_clip": (["--model.init_args.net", '{"clip_pretrained": null}'], "random_clip", "tfe"),
     "no_clip_retrieval": ([NET + "clip_retrieval", "false"], "no_clip_retrieval", "tfe"),
     "no_text_init": ([NET + "text_init", "false"], "no_text_init", "tfe"),
     "no_verb_adapter": ([NET + "verb_adapter", "false"], "no_verb_adapter", "tfe"),
