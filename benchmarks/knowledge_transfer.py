@@ -16,9 +16,10 @@ initialisation, verb adapter, CLIP retrieval and the training-free enhancement o
 at training fractions 0.05 / 0.25 / 1.0 with seeds 0 / 1 / 2 (``seed_everything`` and the subsample's
 ``fraction_seed``), plus two zero-shot splits of the synthetic vocabulary at fraction 1.0: ``rare_first``
 (the rarest quarter of the classes unseen, 12 of 50 in this world, as HICO-DET's RF-UC) and ``unseen_verb``
-(the 3 classes of the verb "push", as UV), for ``full`` and ``random_clip``. Unseen classes are removed from training by the datamodule as for
-HICO-DET. Each run is ``hoiclip fit`` + test through :mod:`hoiclip_lightning.sweep` (a fresh process; the
-checkpoint is selected on the validation split, the test split is evaluated once).
+(the 3 classes of the verb "push", as UV), for ``full`` and ``random_clip``. Unseen classes are removed
+from training by the datamodule as for HICO-DET. Each run is ``hoiclip fit`` + test through
+:mod:`hoiclip_lightning.sweep` (a fresh process; the checkpoint is selected on the validation split, the
+test split is evaluated once).
 
 Outputs in ``--out``: ``summary.csv`` / ``summary.md`` (mean ± std over seeds of test mAP Full, Rare,
 Non-rare, Seen, Unseen per variant and fraction, then every run), ``runs.csv`` (every run, its metrics and

@@ -110,3 +110,18 @@ def test_tiny_benchmark_writes_its_table_and_plot(bench, tmp_path, monkeypatch):
     assert str(clip) in full_log and "--seed_everything 3" in full_log.splitlines()[0]
     assert "{\"clip_pretrained\": null}" in random_log.splitlines()[0] and "max_steps=4" in full_log
     assert not list(out.rglob("*.ckpt"))  # checkpoints are deleted once a run is tested
+
+
+def test_sweep_grid_options_are_checked_before_any_run(tmp_path, capsys):
+    from hoiclip_lightning.sweep import main
+
+    config = str(ROOT / "tests/conf/hico_tiny.yaml")
+    for argv, message in (
+        (["--variant", "a", "", "--variant", "a", "--x 1"], "every name must be different"),
+        (["--variant", "a/b", ""], "folder names"),
+        (["--seeds", "1", "1"], "repeated seed"),
+    ):
+        with pytest.raises(SystemExit) as info:
+            main(["--config", config, "--fractions", "0.5", "--out", str(tmp_path / "o"), *argv])
+        assert info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
