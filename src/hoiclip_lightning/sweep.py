@@ -10,9 +10,19 @@ logger; the test metrics are read back from that logger's ``metrics.csv``. Resul
 * ``<out>/map_vs_fraction.png``: mAP against the fraction (log-scaled x axis);
 * ``<out>/frac_<F>/``: each run's checkpoints, ``metrics.csv``, ``per_class_ap.csv`` and ``log.txt``.
 
+With ``--seeds`` and/or ``--variant NAME "OVERRIDES"`` the sweep becomes a grid: every variant (a named
+list of extra ``hoiclip fit`` overrides) at every fraction with every seed (``--seed_everything S`` and
+``--data.init_args.fraction_seed S``: another initialisation *and* another subsample of the training
+images). Each run gets ``<out>/<variant>/frac_<F>/seed_<S>/``; ``summary.csv`` / ``summary.md`` then hold
+the mean +- standard deviation over the seeds of each (variant, fraction) (:func:`aggregate`), ``runs.csv``
+every run with its wall time, and the plot one line per variant (:func:`plot_grid`).
+
 Example::
 
     hoiclip sweep --config configs/quickstart.yaml --fractions 0.25 0.5 1.0 --out runs/sweep \\
+        -- --trainer.max_steps 150
+    hoiclip sweep --config configs/quickstart.yaml --fractions 0.25 1.0 --seeds 0 1 2 --out runs/grid \\
+        --variant full "" --variant no_text_init "--model.init_args.net.text_init false" \\
         -- --trainer.max_steps 150
 """
 
@@ -23,10 +33,13 @@ import csv
 import json
 import logging
 import math
+import os
+import shlex
+import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,25 +50,56 @@ SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
     ("test/mAP_full", "Full"),
     ("test/mAP_rare", "Rare"),
     ("test/mAP_non_rare", "Non-rare"),
+    ("test/mAP_seen", "Seen"),
+    ("test/mAP_unseen", "Unseen"),
     ("test/tfe/mAP_full", "Full (TFE)"),
     ("test/tfe/mAP_rare", "Rare (TFE)"),
     ("test/tfe/mAP_non_rare", "Non-rare (TFE)"),
+    ("test/tfe/mAP_seen", "Seen (TFE)"),
+    ("test/tfe/mAP_unseen", "Unseen (TFE)"),
 )
 
 
 @dataclass
 class SweepRun:
-    """One fraction of the sweep: its folder, exit status, test metrics and wall time."""
+    """One run of the sweep: its fraction (and variant, seed), folder, exit status, test metrics and wall time."""
 
     fraction: float
     folder: Path
     returncode: int = 0
     seconds: float = 0.0
     metrics: dict[str, float] = field(default_factory=dict)
+    variant: str = ""
+    seed: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
 
 
-def run_folder(out: Path, fraction: float) -> Path:
-    return out / f"frac_{fraction:g}"
+@dataclass
+class GroupSummary:
+    """Mean and sample standard deviation (n - 1) over the seeds of one (variant, fraction).
+
+    ``n[key]`` counts the runs that went into ``key``: successful runs that logged it (NaN excluded);
+    ``std[key]`` is NaN for fewer than two. ``seconds`` is the summed wall time of all ``runs``.
+    """
+
+    variant: str
+    fraction: float
+    runs: int
+    failed: int
+    mean: dict[str, float] = field(default_factory=dict)
+    std: dict[str, float] = field(default_factory=dict)
+    n: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+def run_folder(out: Path, fraction: float, variant: str = "", seed: int | None = None) -> Path:
+    """``<out>/frac_<F>`` for a plain sweep, ``<out>/<variant>/frac_<F>/seed_<S>`` in a grid."""
+    folder = out / variant if variant else out
+    folder = folder / f"frac_{fraction:g}"
+    return folder / f"seed_{seed}" if seed is not None else folder
 
 
 def read_test_metrics(folder: Path) -> dict[str, float]:
@@ -71,19 +115,67 @@ def read_test_metrics(folder: Path) -> dict[str, float]:
     return metrics
 
 
-def fit_command(config: str, fraction: float, folder: Path, extra: Sequence[str] = ()) -> list[str]:
-    """The ``hoiclip fit`` command line of one fraction (run with the current interpreter)."""
-    logger = {"class_path": "lightning.pytorch.loggers.CSVLogger",
-              "init_args": {"save_dir": str(folder), "name": "csv"}}
+def wandb_logger(save_dir: Path, name: str, group: str = "", project: str = "hoiclip") -> dict:
+    """A ``WandbLogger`` config for one run: offline unless ``WANDB_MODE=online`` is set."""
+    args = {"project": project, "save_dir": str(save_dir), "name": name, "log_model": False,
+            "offline": os.environ.get("WANDB_MODE", "offline") != "online"}
+    if group:
+        args["group"] = group
+    return {"class_path": "lightning.pytorch.loggers.WandbLogger", "init_args": args}
+
+
+def fit_command(config: str, fraction: float, folder: Path, extra: Sequence[str] = (), seed: int | None = None,
+                loggers: Sequence[dict] = ()) -> list[str]:
+    """The ``hoiclip fit`` command line of one run (with the current interpreter).
+
+    A CSV logger in ``folder`` always records the metrics (the summary reads them back); ``loggers`` are
+    added beside it. ``seed`` sets both ``seed_everything`` and the subsample's ``fraction_seed``. ``extra``
+    comes last, so its overrides win.
+    """
+    logger: dict | list[dict] = {"class_path": "lightning.pytorch.loggers.CSVLogger",
+                                 "init_args": {"save_dir": str(folder), "name": "csv"}}
+    if loggers:
+        logger = [logger, *loggers]
+    seeding = [] if seed is None else ["--seed_everything", str(seed), "--data.init_args.fraction_seed", str(seed)]
     return [
         sys.executable, "-m", "hoiclip_lightning.cli", "fit", "--config", config,
         "--data.init_args.train_fraction", f"{fraction:g}",
+        *seeding,
         "--trainer.default_root_dir", str(folder),
         "--trainer.logger", json.dumps(logger),
         "--model.init_args.per_class_ap_dir", str(folder),
         "--test_after_fit", "true",
         *extra,
     ]
+
+
+def run_one(config: str, fraction: float, folder: Path, extra: Sequence[str] = (), seed: int | None = None,
+            variant: str = "", loggers: Sequence[dict] = (), keep_checkpoints: bool = True) -> SweepRun:
+    """Run one ``hoiclip fit`` + test in a fresh process; its output goes to ``<folder>/log.txt``.
+
+    ``keep_checkpoints=False`` deletes the run's ``*.ckpt`` files once it has been tested (a grid of
+    small runs otherwise keeps two checkpoints each).
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    cmd = fit_command(config, fraction, folder, extra, seed, loggers)
+    start = time.perf_counter()
+    with (folder / "log.txt").open("w") as fh:
+        fh.write(shlex.join(cmd) + "\n")
+        fh.flush()
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False)
+    run = SweepRun(fraction, folder, proc.returncode, time.perf_counter() - start, read_test_metrics(folder),
+                   variant, seed)
+    if not keep_checkpoints:
+        for ckpt in folder.rglob("*.ckpt"):
+            ckpt.unlink()
+    if proc.returncode != 0:
+        log.error("sweep: %s failed (exit %d); see %s", describe_run(run), proc.returncode, folder / "log.txt")
+    return run
+
+
+def describe_run(run: SweepRun) -> str:
+    parts = ([f"variant {run.variant}"] if run.variant else []) + [f"fraction {run.fraction:g}"]
+    return ", ".join(parts + ([f"seed {run.seed}"] if run.seed is not None else []))
 
 
 def run_sweep(config: str, fractions: Sequence[float], out: Path, extra: Sequence[str] = (),
@@ -98,23 +190,55 @@ def run_sweep(config: str, fractions: Sequence[float], out: Path, extra: Sequenc
     runs: list[SweepRun] = []
     for f in fractions:
         folder = run_folder(out, f)
-        folder.mkdir(parents=True, exist_ok=True)
-        cmd = fit_command(config, f, folder, extra)
         log.info("sweep: fraction %g -> %s", f, folder)
-        start = time.perf_counter()
-        with (folder / "log.txt").open("w") as fh:
-            fh.write(" ".join(cmd) + "\n")
-            fh.flush()
-            proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, check=False)
-        run = SweepRun(f, folder, proc.returncode, time.perf_counter() - start, read_test_metrics(folder))
+        run = run_one(config, f, folder, extra)
         runs.append(run)
-        if proc.returncode != 0:
-            log.error("sweep: fraction %g failed (exit %d); see %s", f, proc.returncode, folder / "log.txt")
-            if stop_on_error:
-                break
+        if not run.ok and stop_on_error:
+            break
         write_summary(runs, out)
     write_summary(runs, out)
     return runs
+
+
+def run_grid(config: str, fractions: Sequence[float], out: Path, variants: Mapping[str, Sequence[str]],
+             seeds: Sequence[int], extra: Sequence[str] = (), stop_on_error: bool = False, wandb: bool = False,
+             wandb_project: str = "hoiclip", keep_checkpoints: bool = True) -> list[SweepRun]:
+    """Every variant at every fraction with every seed, one run after the other; writes the grid summary.
+
+    ``variants`` maps a name (also its folder) to the overrides added after ``extra``. With ``wandb`` each
+    run also logs to W&B (offline unless ``WANDB_MODE=online``) under ``<out>/wandb``, named
+    ``<variant>/frac_<F>/seed_<S>`` and grouped by variant.
+    """
+    _check_grid(config, fractions, variants, seeds)
+    out.mkdir(parents=True, exist_ok=True)
+    runs: list[SweepRun] = []
+    for name, overrides in variants.items():
+        for f in fractions:
+            for seed in seeds:
+                folder = run_folder(out, f, name, seed)
+                loggers = [wandb_logger(out, f"{name}/frac_{f:g}/seed_{seed}", name, wandb_project)] if wandb else []
+                log.info("sweep: variant %s, fraction %g, seed %d -> %s", name, f, seed, folder)
+                runs.append(run_one(config, f, folder, [*extra, *overrides], seed, name, loggers, keep_checkpoints))
+                write_grid_summary(runs, out)
+                if not runs[-1].ok and stop_on_error:
+                    return runs
+    return runs
+
+
+def _check_grid(config: str, fractions: Sequence[float], variants: Mapping[str, Sequence[str]],
+                seeds: Sequence[int]) -> None:
+    for f in fractions:
+        if not 0.0 < f <= 1.0:
+            raise ValueError(f"--fractions: every fraction must be in (0, 1], got {f}")
+    if not Path(config).is_file():
+        raise FileNotFoundError(f"--config: file not found: {config}")
+    if not variants or not seeds:
+        raise ValueError("a grid needs at least one variant and one seed")
+    bad = [n for n in variants if not n or "/" in n or n.startswith(".")]
+    if bad:
+        raise ValueError(f"variant names become folder names; not allowed: {bad}")
+    if len(set(seeds)) != len(seeds):
+        raise ValueError(f"--seeds: repeated seed in {list(seeds)}")
 
 
 def _columns(runs: Sequence[SweepRun]) -> list[tuple[str, str]]:
@@ -147,6 +271,120 @@ def write_summary(runs: Sequence[SweepRun], out: Path) -> None:
         plot_summary(runs, out / "map_vs_fraction.png")
     except Exception as err:  # the table is the result; the plot is a convenience
         log.warning("sweep: could not draw the plot: %s", err)
+
+
+def aggregate(runs: Sequence[SweepRun], keys: Sequence[str] | None = None) -> list[GroupSummary]:
+    """Mean +- sample standard deviation of each metric over the seeds of each (variant, fraction).
+
+    Groups come in the order of their first run. Failed runs and NaN values are left out of the
+    statistics (``GroupSummary.n`` says how many went in); ``keys`` defaults to the summary columns present.
+    """
+    keys = list(keys) if keys is not None else [k for k, _ in _columns(runs)]
+    groups: dict[tuple[str, float], list[SweepRun]] = {}
+    for r in runs:
+        groups.setdefault((r.variant, r.fraction), []).append(r)
+    out: list[GroupSummary] = []
+    for (variant, fraction), members in groups.items():
+        g = GroupSummary(variant, fraction, len(members), sum(not r.ok for r in members),
+                         seconds=sum(r.seconds for r in members))
+        for key in keys:
+            values = [r.metrics[key] for r in members
+                      if r.ok and key in r.metrics and not math.isnan(r.metrics[key])]
+            g.n[key] = len(values)
+            g.mean[key] = statistics.fmean(values) if values else math.nan
+            g.std[key] = statistics.stdev(values) if len(values) > 1 else math.nan
+        out.append(g)
+    return out
+
+
+def _mean_std(g: GroupSummary, key: str) -> str:
+    if not g.n.get(key):
+        return "-"
+    if math.isnan(g.std[key]):
+        return f"{g.mean[key]:.2f}"
+    return f"{g.mean[key]:.2f} ± {g.std[key]:.2f}"
+
+
+def grid_markdown(runs: Sequence[SweepRun], columns: Sequence[tuple[str, str]] | None = None) -> str:
+    """Markdown: mean +- std per (variant, fraction), then every run with its seed, wall time and status."""
+    cols = list(columns) if columns is not None else _columns(runs)
+    groups = aggregate(runs, [k for k, _ in cols])
+    lines = ["| variant | fraction | seeds | " + " | ".join(t for _, t in cols) + " | time (s) |",
+             "|---|---:|---:|" + "---:|" * len(cols) + "---:|"]
+    for g in groups:
+        seeds = f"{g.runs - g.failed}" + (f" ({g.failed} failed)" if g.failed else "")
+        lines.append(f"| {g.variant} | {g.fraction:g} | {seeds} | " + " | ".join(_mean_std(g, k) for k, _ in cols)
+                     + f" | {g.seconds:.0f} |")
+    lines += ["", "Every run:", "",
+              "| variant | fraction | seed | " + " | ".join(t for _, t in cols) + " | time (s) | status |",
+              "|---|---:|---:|" + "---:|" * len(cols) + "---:|---|"]
+    for r in runs:
+        cells = [f"{r.metrics[k]:.2f}" if k in r.metrics else "-" for k, _ in cols]
+        status = "ok" if r.ok else f"failed ({r.returncode})"
+        lines.append(f"| {r.variant} | {r.fraction:g} | {'' if r.seed is None else r.seed} | " + " | ".join(cells)
+                     + f" | {r.seconds:.0f} | {status} |")
+    total = sum(r.seconds for r in runs)
+    lines += ["", f"{len(runs)} runs, {total:.0f} s of wall time in all."]
+    return "\n".join(lines)
+
+
+def write_grid_summary(runs: Sequence[SweepRun], out: Path, columns: Sequence[tuple[str, str]] | None = None,
+                       plot_runs: Sequence[SweepRun] | None = None, plot_key: str = "test/mAP_full") -> None:
+    """``summary.csv`` (per variant and fraction: seeds, ``<key>_mean`` / ``<key>_std`` / ``<key>_n``,
+    seconds), ``summary.md``, ``runs.csv`` (every run and its wall time) and ``map_vs_fraction.png``
+    (``plot_key`` of ``plot_runs``, default all runs)."""
+    cols = list(columns) if columns is not None else _columns(runs)
+    keys = [k for k, _ in cols]
+    with (out / "summary.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["variant", "fraction", "runs", "failed",
+                         *[f"{k}_{s}" for k in keys for s in ("mean", "std", "n")], "seconds"])
+        for g in aggregate(runs, keys):
+            cells = []
+            for k in keys:
+                cells += ["" if math.isnan(g.mean[k]) else f"{g.mean[k]:.4f}",
+                          "" if math.isnan(g.std[k]) else f"{g.std[k]:.4f}", g.n[k]]
+            writer.writerow([g.variant, f"{g.fraction:g}", g.runs, g.failed, *cells, f"{g.seconds:.1f}"])
+    with (out / "runs.csv").open("w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["variant", "fraction", "seed", *keys, "seconds", "returncode", "folder"])
+        for r in runs:
+            writer.writerow([r.variant, f"{r.fraction:g}", "" if r.seed is None else r.seed,
+                             *[r.metrics.get(k, "") for k in keys], f"{r.seconds:.1f}", r.returncode, str(r.folder)])
+    (out / "summary.md").write_text(grid_markdown(runs, cols) + "\n")
+    try:
+        plot_grid(aggregate(plot_runs if plot_runs is not None else runs, [plot_key]), out / "map_vs_fraction.png",
+                  plot_key)
+    except Exception as err:  # the table is the result; the plot is a convenience
+        log.warning("sweep: could not draw the plot: %s", err)
+
+
+def plot_grid(groups: Sequence[GroupSummary], path: Path, key: str = "test/mAP_full",
+              title: str = "HOI detection mAP against training-data fraction") -> None:
+    """One line per variant: mean ``key`` against the fraction, with +- std error bars."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for variant in dict.fromkeys(g.variant for g in groups):
+        pts = sorted((g.fraction, g.mean[key], g.std[key]) for g in groups
+                     if g.variant == variant and g.n.get(key))
+        if pts:
+            ax.errorbar([p[0] * 100 for p in pts], [p[1] for p in pts],
+                        yerr=[0.0 if math.isnan(p[2]) else p[2] for p in pts], marker="o", capsize=3,
+                        label=variant or "(default)")
+    ax.set_xscale("log")
+    ax.set_xlabel("training images (%)")
+    ax.set_ylabel(f"{key} (%), mean ± std over seeds")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def plot_summary(runs: Sequence[SweepRun], path: Path) -> None:
@@ -191,14 +429,30 @@ def main(argv: list[str]) -> None:
                         help="values of data.init_args.train_fraction, each in (0, 1]")
     parser.add_argument("--out", required=True, help="output folder (one sub-folder per fraction + the summary)")
     parser.add_argument("--stop-on-error", action="store_true", help="stop at the first failed run")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None,
+                        help="grid: run each fraction with each seed (seed_everything and fraction_seed); the "
+                             "summary gives mean ± std over seeds")
+    parser.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "OVERRIDES"), default=None,
+                        help='grid: a named variant, its `hoiclip fit` overrides in one quoted string (e.g. '
+                             '--variant no_tfe "--model.init_args.postprocess.tfe false"); repeat for more')
+    parser.add_argument("--wandb", action="store_true",
+                        help="grid: also log every run to W&B (offline unless WANDB_MODE=online), in <out>/wandb")
     args = parser.parse_args(argv)
+    out = Path(args.out)
+    grid = args.seeds is not None or args.variant is not None or args.wandb
     try:
-        runs = run_sweep(args.config, args.fractions, Path(args.out), extra, args.stop_on_error)
+        if grid:
+            variants = {name: shlex.split(overrides) for name, overrides in (args.variant or [("default", "")])}
+            if args.variant and len(variants) != len(args.variant):
+                raise ValueError("--variant: every name must be different")
+            runs = run_grid(args.config, args.fractions, out, variants, args.seeds or [0], extra,
+                            args.stop_on_error, args.wandb)
+        else:
+            runs = run_sweep(args.config, args.fractions, out, extra, args.stop_on_error)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
-    sys.stdout.write(summary_markdown(runs) + "\n")
-    sys.stdout.write(f"summary: {Path(args.out) / 'summary.csv'}, {Path(args.out) / 'summary.md'}, "
-                     f"{Path(args.out) / 'map_vs_fraction.png'}\n")
+    sys.stdout.write((grid_markdown(runs) if grid else summary_markdown(runs)) + "\n")
+    sys.stdout.write(f"summary: {out / 'summary.csv'}, {out / 'summary.md'}, {out / 'map_vs_fraction.png'}\n")
     sys.stdout.flush()
     if any(r.returncode != 0 for r in runs):
         raise SystemExit(1)
