@@ -375,9 +375,16 @@ def plot_grid(groups: Sequence[GroupSummary], path: Path, key: str = "test/mAP_f
             ax.errorbar([p[0] * 100 for p in pts], [p[1] for p in pts],
                         yerr=[0.0 if math.isnan(p[2]) else p[2] for p in pts], marker="o", capsize=3,
                         label=variant or "(default)")
+    _save_fraction_plot(fig, ax, f"{key} (%), mean ± std over seeds", title, path)
+
+
+def _save_fraction_plot(fig, ax, ylabel: str, title: str, path: Path) -> None:
+    """Log-scaled fraction axis, labels, grid and legend; write ``path`` and close the figure."""
+    import matplotlib.pyplot as plt
+
     ax.set_xscale("log")
     ax.set_xlabel("training images (%)")
-    ax.set_ylabel(f"{key} (%), mean ± std over seeds")
+    ax.set_ylabel(ylabel)
     ax.set_title(title)
     ax.grid(True, which="both", alpha=0.3)
     if ax.lines:
@@ -401,16 +408,7 @@ def plot_summary(runs: Sequence[SweepRun], path: Path) -> None:
         ys = [r.metrics[key] for r in done if key in r.metrics and not math.isnan(r.metrics[key])]
         if xs:
             ax.plot(xs, ys, marker="o", linestyle="--" if "TFE" in title else "-", label=title)
-    ax.set_xscale("log")
-    ax.set_xlabel("training images (%)")
-    ax.set_ylabel("test mAP (%)")
-    ax.set_title("HOI detection mAP against training-data fraction")
-    ax.grid(True, which="both", alpha=0.3)
-    if ax.lines:
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save_fraction_plot(fig, ax, "test mAP (%)", "HOI detection mAP against training-data fraction", path)
 
 
 def main(argv: list[str]) -> None:
