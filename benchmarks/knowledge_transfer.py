@@ -69,6 +69,7 @@ from _machine import describe_machine  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 BASE_CONFIG = ROOT / "configs/quickstart.yaml"
 MODEL_CONFIG = ROOT / "configs/model/knowledge_small.yaml"
+DETECTOR_CONFIG = ROOT / "configs/detector_pretrain.yaml"
 NET = "--model.init_args.net."
 
 #: variant -> (overrides of the trained run, which run it reads, which test columns: "tfe" or "plain")
@@ -103,12 +104,13 @@ class Budget:
 
 
 def plan_budget(runs: int, total_minutes: float = 90.0, clip_minutes: float = 9.5, overhead_seconds: float = 15.0,
-                steps_per_second: float = 4.0, val_checks: int = 2, max_steps: int | None = None,
-                max_minutes: float | None = None) -> Budget:
+                steps_per_second: float = 5.0, val_checks: int = 2, max_steps: int | None = None,
+                max_minutes: float | None = None, detector_minutes: float = 9.0) -> Budget:
     """The per-run budget of the module docstring's rule (``max_steps`` / ``max_minutes`` override it)."""
     if runs < 1 or val_checks < 1:
         raise ValueError(f"need runs >= 1 and val_checks >= 1, got {runs}, {val_checks}")
-    train = (60 * total_minutes - 60 * (clip_minutes + 0.5) - runs * overhead_seconds) / runs
+    setup = clip_minutes + 0.5 + (detector_minutes + 0.5 if detector_minutes > 0 else 0.0)
+    train = (60 * total_minutes - 60 * setup - runs * overhead_seconds) / runs
     if max_steps is None:
         unit = 10 * val_checks
         max_steps = int(train * steps_per_second) // unit * unit
@@ -182,6 +184,23 @@ def ensure_clip(path: Path, clip_model: str, steps: int, minutes: float) -> None
           "--progress", "false"], "CLIP pretraining")
 
 
+def ensure_detector(path: Path, root: Path, minutes: float, work: Path) -> None:
+    """Pretrain the synthetic detector (``configs/detector_pretrain.yaml``) on its own world and export it."""
+    if path.is_file():
+        return
+    if not (root / "vocabulary.json").is_file():
+        _run([sys.executable, "-m", "hoiclip_lightning.cli", "synth", "--out", str(root), "--easy", "--seed", "2000",
+              "--image-size", "160", "--num-train", "2000", "--num-test", "20", "--num-val", "20"], "detector world")
+    secs = max(1, round(60 * minutes))
+    _run([sys.executable, "-m", "hoiclip_lightning.cli", "fit", "--config", str(DETECTOR_CONFIG),
+          "--data.init_args.root", str(root), "--trainer.default_root_dir", str(work),
+          "--trainer.logger.init_args.save_dir", str(work), "--trainer.enable_progress_bar", "false",
+          "--trainer.max_time", f"00:{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}"], "detector pretraining")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _run([sys.executable, "-m", "hoiclip_lightning.cli", "export-detector", str(work / "checkpoints/last.ckpt"),
+          "--out", str(path)], "detector export")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
     p.add_argument("--clip", default="data/clip/hoiclip_small.pt",
@@ -189,6 +208,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clip-model", default="hoiclip-small", help="its architecture (64 px input)")
     p.add_argument("--clip-steps", type=int, default=320, help="pretraining steps when the file is absent")
     p.add_argument("--clip-minutes", type=float, default=9.5, help="pretraining wall-clock cap (reserved always)")
+    p.add_argument("--detector", default="data/detector/synthetic_detector.pt",
+                   help="pretrained detector file (configs/detector_pretrain.yaml + hoiclip export-detector), "
+                        "pretrained here when absent; 'none': every detector from scratch")
+    p.add_argument("--detector-minutes", type=float, default=9.0,
+                   help="detector pretraining wall-clock cap (reserved always unless --detector none)")
+    p.add_argument("--detector-root", default="data/detector_world", help="its synthetic world (seed 2000)")
     p.add_argument("--data-root", default="data/knowledge_transfer", help="synthetic world; written when absent")
     p.add_argument("--world", type=int, nargs=3, default=[800, 100, 100], metavar=("TRAIN", "VAL", "TEST"),
                    help="images of the world when it is written")
@@ -202,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--zero-shot-variants", nargs="+", default=["full", "random_clip"], choices=list(VARIANTS))
     p.add_argument("--total-minutes", type=float, default=90.0, help="the whole benchmark's budget")
     p.add_argument("--overhead-seconds", type=float, default=15.0, help="per-run start, validation and test")
-    p.add_argument("--steps-per-second", type=float, default=4.0, help="assumed training speed")
+    p.add_argument("--steps-per-second", type=float, default=5.0, help="assumed training speed")
     p.add_argument("--val-checks", type=int, default=2, help="validations per run (checkpoint selection)")
     p.add_argument("--max-steps", type=int, default=None, help="per-run steps (default: the budget rule)")
     p.add_argument("--max-minutes", type=float, default=None, help="per-run wall-clock cap (default: 1.5 T)")
@@ -218,8 +243,10 @@ def main(argv: list[str] | None = None) -> list[SweepRun]:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out, clip, root = Path(args.out), Path(args.clip).resolve(), Path(args.data_root).resolve()
     planned = plan_runs(args.variants, args.fractions, args.seeds, args.zero_shot, args.zero_shot_variants)
+    detector = None if args.detector.lower() == "none" else Path(args.detector).resolve()
     budget = plan_budget(len(planned), args.total_minutes, args.clip_minutes, args.overhead_seconds,
-                         args.steps_per_second, args.val_checks, args.max_steps, args.max_minutes)
+                         args.steps_per_second, args.val_checks, args.max_steps, args.max_minutes,
+                         args.detector_minutes if detector is not None else 0.0)
     print(f"machine: {describe_machine()}")
     print(f"plan: {budget.describe()}")
     if args.plan:
@@ -230,16 +257,20 @@ def main(argv: list[str] | None = None) -> list[SweepRun]:
     start = time.perf_counter()
     ensure_world(root, *args.world, args.image_size)
     ensure_clip(clip, args.clip_model, args.clip_steps, args.clip_minutes)
+    if detector is not None:
+        ensure_detector(detector, Path(args.detector_root).resolve(), args.detector_minutes, out / "detector_pretrain")
     setup_seconds = time.perf_counter() - start
     secs = max(1, round(60 * budget.max_minutes))
     common = ["--model", str(MODEL_CONFIG), NET + "clip_model", args.clip_model, NET + "clip_pretrained", str(clip),
+              *([NET + "detr_checkpoint", str(detector)] if detector is not None
+                else ["--model.init_args.net", '{"detr_checkpoint": null}']),
               "--data.init_args.root", str(root), "--data.init_args.clip_image_size", "64",
               "--trainer.max_steps", str(budget.max_steps), "--trainer.max_epochs", "-1",
               "--trainer.max_time", f"00:{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}",
               "--trainer.check_val_every_n_epoch", "null", "--trainer.val_check_interval", str(budget.val_every),
               "--trainer.enable_progress_bar", "false"]
     (out / "plan.json").write_text(json.dumps({
-        "budget": dataclasses.asdict(budget), "clip": str(clip), "data_root": str(root), "args": vars(args),
+        "budget": dataclasses.asdict(budget), "clip": str(clip), "detector": str(detector), "data_root": str(root), "args": vars(args),
         "machine": describe_machine(), "common_overrides": common,
         "runs": [dataclasses.asdict(p) for p in planned]}, indent=1) + "\n")
 
@@ -264,7 +295,7 @@ def main(argv: list[str] | None = None) -> list[SweepRun]:
     rows, _ = table_runs(done, args.variants, args.zero_shot, args.zero_shot_variants)
     total = time.perf_counter() - start
     print(grid_markdown(rows, COLUMNS))
-    print(f"set-up (world, CLIP) {setup_seconds:.0f} s; whole benchmark {total:.0f} s "
+    print(f"set-up (worlds, CLIP, detector) {setup_seconds:.0f} s; whole benchmark {total:.0f} s "
           f"({total / 60:.1f} min); results in {out}")
     if any(not r.ok for runs in done.values() for r in runs):
         raise SystemExit(1)

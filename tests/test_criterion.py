@@ -248,3 +248,11 @@ def test_dense_targets_and_loss_on_a_hand_made_case():
         HOIOutputs(out.sub_boxes, out.obj_boxes, out.obj_logits, out.hoi_logits), [tgt])
     assert "loss_dense" not in plain
     assert torch.allclose(losses["loss"], plain["loss"] + 3.0 * expected)
+
+    # without verb supervision (detector pretraining) only the 2 object and the subject channels count
+    no_verbs = (sigmoid_focal_loss(logits[0, :, :5, :3], t[:, :5, :3], reduction="sum") / t[:, :5, :3].sum())
+    assert torch.allclose(dense_loss(out, [tgt], 2, verbs=False), no_verbs)
+    assert not torch.allclose(no_verbs, expected)
+    detector_only = SetCriterion(num_obj_classes=2, aux_loss=False,
+                                 config=LossConfig(dense_loss_coef=1.0, dense_verb_loss=False))(out, [tgt])
+    assert torch.allclose(detector_only["loss_dense"], no_verbs)

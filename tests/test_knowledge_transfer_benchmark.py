@@ -70,8 +70,11 @@ def test_default_plan_and_budget_rule(bench):
     assert len(zs) == 3 and zs[0].fraction == 1.0 and zs[0].overrides[-2:] == ["--data.init_args.zero_shot",
                                                                               "unseen_verb"]
     budget = bench.plan_budget(57)
-    assert budget.train_seconds == pytest.approx((5400 - 600 - 57 * 15) / 57)
-    assert (budget.max_steps, budget.val_every) == (260, 130)
+    # 90 min less CLIP (9.5 + 0.5) and detector (9 + 0.5) pretraining, less 15 s per run, shared by 57 runs
+    assert budget.train_seconds == pytest.approx((5400 - 60 * 19.5 - 57 * 15) / 57)
+    assert (budget.max_steps, budget.val_every) == (280, 140)  # 59.2 s x 5 steps/s = 296, down to a multiple of 20
+    no_detector = bench.plan_budget(57, detector_minutes=0)
+    assert no_detector.train_seconds == pytest.approx((5400 - 600 - 57 * 15) / 57) and no_detector.max_steps == 340
     assert bench.plan_budget(57, max_steps=100).max_steps == 100
     with pytest.raises(ValueError, match="fewer than"):
         bench.plan_budget(400)
@@ -97,7 +100,8 @@ def test_tiny_benchmark_writes_its_table_and_plot(bench, tmp_path, monkeypatch):
     out = tmp_path / "out"
     bench.main(["--clip", str(clip), "--clip-model", "hoiclip-tiny", "--data-root", str(tmp_path / "world"),
                 "--world", "16", "6", "6", "--image-size", "96", "--out", str(out), "--variants", "full",
-                "random_clip", "--fractions", "0.5", "--seeds", "3", "--zero-shot", "--max-steps", "4"])
+                "random_clip", "--fractions", "0.5", "--seeds", "3", "--zero-shot", "--max-steps", "4",
+                "--detector", "none"])
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert [(r["variant"], r["fraction"], r["runs"], r["failed"]) for r in rows] == [("full", "0.5", "1", "0"),
                                                                                     ("random_clip", "0.5", "1", "0")]
@@ -109,6 +113,7 @@ def test_tiny_benchmark_writes_its_table_and_plot(bench, tmp_path, monkeypatch):
     random_log = (out / "random_clip/frac_0.5/seed_3/log.txt").read_text()
     assert str(clip) in full_log and "--seed_everything 3" in full_log.splitlines()[0]
     assert "{\"clip_pretrained\": null}" in random_log.splitlines()[0] and "max_steps=4" in full_log
+    assert "{\"detr_checkpoint\": null}" in full_log.splitlines()[0]  # --detector none: from scratch
     assert not list(out.rglob("*.ckpt"))  # checkpoints are deleted once a run is tested
 
 

@@ -289,6 +289,38 @@ def test_load_detr_checkpoint_maps_detr_names(vocab, tmp_path):
         load_detr_checkpoint(model, tmp_path / "bad.pth")
 
 
+def test_export_detector_round_trip_loads_only_the_detector(vocab, tmp_path):
+    from hoiclip_lightning.models import export_detector
+    from hoiclip_lightning.models.detr_checkpoint import LIBRARY_DETECTOR_PREFIXES
+
+    trained = build(vocab, seed=1, dense_aux_head=True, query_selection=True)
+    # a Lightning checkpoint holds the model under "model." next to other state
+    ckpt = {"state_dict": {"model." + k: v for k, v in trained.state_dict().items()}, "epoch": 3}
+    torch.save(ckpt, tmp_path / "last.ckpt")
+    exported = export_detector(tmp_path / "last.ckpt", tmp_path / "detector.pt")
+    assert exported and all(k.startswith(LIBRARY_DETECTOR_PREFIXES) for k in exported)
+    assert "dense_class_embed.weight" in exported and "query_embed_h.weight" in exported
+    assert not any(k.startswith(("visual_projection", "clip.", "inter2verb", "transformer.interaction"))
+                   for k in exported)
+
+    fresh = build(vocab, seed=2, dense_aux_head=True, query_selection=True)
+    reference = {k: v.clone() for k, v in fresh.state_dict().items()}
+    report = load_detr_checkpoint(fresh, tmp_path / "detector.pt")
+    assert report.missing == [] and report.unexpected == []
+    own, src = fresh.state_dict(), trained.state_dict()
+    for key in own:
+        if key in exported:
+            torch.testing.assert_close(own[key], src[key])
+        else:  # everything else (CLIP, interaction decoder, classifiers) is the fresh model's own init
+            torch.testing.assert_close(own[key], reference[key])
+    changed = [k for k in exported if not torch.equal(reference[k], src[k])]
+    assert "backbone.body.conv1.weight" in changed and "dense_class_embed.weight" in changed
+
+    torch.save({"state_dict": {"optimizer": torch.zeros(1)}}, tmp_path / "empty.ckpt")
+    with pytest.raises(CheckpointError, match="no detector tensor"):
+        export_detector(tmp_path / "empty.ckpt", tmp_path / "x.pt")
+
+
 def test_config_is_a_plain_dataclass():
     # the model reads only documented fields of HOICLIPConfig
     assert {f.name for f in dataclasses.fields(HOICLIPConfig)} >= {"clip_retrieval", "verb_adapter", "text_init"}

@@ -10,6 +10,7 @@ Extra subcommands (each has ``--help``)::
 
     hoiclip synth --out data/synthetic --seed 0 --num-train 400 --num-test 100 --num-val 100
     hoiclip clip-pretrain --out data/clip/hoiclip_small.pt --synthetic 3000
+    hoiclip export-detector runs/detector_pretrain/last.ckpt --out data/detector/synthetic_detector.pt
 """
 
 from __future__ import annotations
@@ -148,6 +149,9 @@ EXTRA_SUBCOMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
     "clip-pretrain": (lambda argv: __import__("hoiclip_lightning.knowledge.clip_pretrain",
                                               fromlist=["main"]).main(argv) and None,
                       "contrastive image-caption pretraining of a small CLIP; writes a clip_pretrained file"),
+    "export-detector": (lambda argv: __import__("hoiclip_lightning.models.detr_checkpoint",
+                                                fromlist=["main"]).main(argv),
+                        "write a trained checkpoint's detector as a detr_checkpoint file (synthetic DETR analogue)"),
     "sweep": (lambda argv: __import__("hoiclip_lightning.sweep", fromlist=["main"]).main(argv),
               "train + test a config over training-data fractions locally (summary table and plot)"),
     "convert-official": (lambda argv: __import__("hoiclip_lightning.interop.official", fromlist=["main"]).main(argv),

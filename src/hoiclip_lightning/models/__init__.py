@@ -2,6 +2,7 @@
 
 from .config import HOICLIPConfig, LossConfig, OptimizerConfig, PostProcessConfig
 from .criterion import SetCriterion
+from .detr_checkpoint import export_detector, load_detr_checkpoint
 from .enhancement import training_free_enhancement
 from .hoiclip import HOICLIP
 from .matcher import HungarianMatcher
@@ -20,5 +21,7 @@ __all__ = [
     "OptimizerConfig",
     "PostProcessConfig",
     "SetCriterion",
+    "export_detector",
+    "load_detr_checkpoint",
     "training_free_enhancement",
 ]

@@ -126,6 +126,9 @@ class LossConfig:
         obj_loss_coef: weight of the object cross-entropy; ``eos_coef`` the no-object class weight.
         bbox_loss_coef, giou_loss_coef: weights of the L1 and GIoU box losses (human and object).
         dense_loss_coef: weight of the dense auxiliary loss (only with ``net.dense_aux_head``).
+        dense_verb_loss: the dense loss includes the per-cell verb channels. False supervises only objects and
+            subject humans: detector pretraining (``configs/detector_pretrain.yaml``, with
+            ``hoi_loss_coef: 0``) then learns boxes and object classes and never sees a verb label.
     """
 
     cost_hoi: float = 1.0
@@ -139,6 +142,7 @@ class LossConfig:
     eos_coef: float = 0.1
     focal_alpha: float = 0.5
     dense_loss_coef: float = 1.0
+    dense_verb_loss: bool = True
 
 
 @dataclass

@@ -18,7 +18,8 @@ Per output layer (reference architecture, section 6.2):
 
 * ``loss_dense`` (only when the model has the dense auxiliary head, beyond the reference): sigmoid focal
   loss (torchvision, alpha 0.25, gamma 2) of the per-cell logits against :func:`dense_targets`, summed
-  over valid cells and divided by the number of positive entries (at least 1).
+  over valid cells and divided by the number of positive entries (at least 1). ``dense_verb_loss: false``
+  leaves the verb channels out (detector pretraining without verb labels).
 
 Auxiliary layers use the same losses with an independent matching; their keys get ``_0``, ``_1``, ...
 (first decoder layer first). ``loss`` is the weighted sum of every loss term; ``obj_class_error`` and
@@ -118,11 +119,16 @@ def dense_targets(target: HOITarget, height: int, width: int, cell_size: tuple[f
     return out
 
 
-def dense_loss(outputs: HOIOutputs, targets: list[HOITarget], num_obj_classes: int) -> Tensor:
-    """Scalar focal loss of ``outputs.dense_logits`` ``[B, h, w, K]`` on the valid cells (see module doc)."""
+def dense_loss(outputs: HOIOutputs, targets: list[HOITarget], num_obj_classes: int, verbs: bool = True) -> Tensor:
+    """Scalar focal loss of ``outputs.dense_logits`` ``[B, h, w, K]`` on the valid cells (see module doc).
+
+    ``verbs=False`` keeps only the ``C_obj + 1`` object and subject channels (no verb supervision).
+    """
     logits = outputs.dense_logits.float()
     _, h, w, _ = logits.shape
     tgt = torch.stack([dense_targets(t, h, w, outputs.dense_cell_size, num_obj_classes) for t in targets])
+    if not verbs:
+        logits, tgt = logits[..., : num_obj_classes + 1], tgt[..., : num_obj_classes + 1]
     valid = outputs.dense_valid[..., None].float()
     loss = sigmoid_focal_loss(logits, tgt, alpha=0.25, gamma=2.0, reduction="none") * valid
     return loss.sum() / (tgt * valid).sum().clamp(min=1)
@@ -304,7 +310,7 @@ class SetCriterion(nn.Module):
                         losses[f"{k}_{i}"] = aux_losses[k]
                         total = total + self.weights[k] * aux_losses[k]
             if outputs.dense_logits is not None:
-                losses["loss_dense"] = dense_loss(outputs, targets, self.num_obj_classes)
+                losses["loss_dense"] = dense_loss(outputs, targets, self.num_obj_classes, self.config.dense_verb_loss)
                 total = total + self.config.dense_loss_coef * losses["loss_dense"]
             losses["loss"] = total
             losses.update(self.class_errors(outputs, targets, indices))

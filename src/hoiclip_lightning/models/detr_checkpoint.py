@@ -15,6 +15,12 @@ DETR's ``query_embed``, ``class_embed`` and the reference's ``obj_class_embed`` 
 are not used by HOICLIP and are reported as unexpected. A checkpoint already converted by the
 reference (``detr-r50-pre-2branch-hico.pth``, with ``transformer.instance_decoder.*``,
 ``hum_bbox_embed.*``, ``obj_bbox_embed.*``) is accepted as well.
+
+A detector file written by :func:`export_detector` (``hoiclip export-detector``, from a trained
+checkpoint of this library, for example the synthetic detector pretraining of
+``configs/detector_pretrain.yaml``) has this library's names, and also carries the parts DETR lacks
+(:data:`LIBRARY_DETECTOR_PREFIXES`: the pair query embeddings and the dense auxiliary head); they load
+when the model has them.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from torch import Tensor, nn
 
 from .._torch_io import load_torch_file
@@ -40,6 +47,10 @@ DETR_PREFIXES = (
     "hum_bbox_embed.",
     "obj_bbox_embed.",
 )
+#: detector parts of this library beyond DETR's, loaded by name when a detector file carries them
+EXTRA_DETECTOR_PREFIXES = ("query_embed_h.", "query_embed_o.", "pos_guided_embedd.", "dense_class_embed.")
+#: everything :func:`export_detector` writes
+LIBRARY_DETECTOR_PREFIXES = DETR_PREFIXES + EXTRA_DETECTOR_PREFIXES
 _LAYER = re.compile(r"^transformer\.(encoder|decoder|instance_decoder)\.layers\.(\d+)\.(.*)$")
 
 
@@ -89,7 +100,7 @@ def convert_detr_state_dict(state_dict: dict[str, Tensor], dec_layers: int) -> t
         elif key.startswith("bbox_embed.layers."):
             rest = key[len("bbox_embed.") :]
             targets = ["hum_bbox_embed." + rest, "obj_bbox_embed." + rest]
-        elif key.startswith(("hum_bbox_embed.", "obj_bbox_embed.")):
+        elif key.startswith(("hum_bbox_embed.", "obj_bbox_embed.") + EXTRA_DETECTOR_PREFIXES):
             targets = [key]
         if not targets:
             unused.append(key)
@@ -149,3 +160,52 @@ def load_detr_checkpoint(model: nn.Module, path: str | Path) -> DETRLoadReport:
     if missing:
         log.warning("detector tensors not in %s (kept at random init): %s", path, missing[:10])
     return report
+
+
+def export_detector(checkpoint: str | Path, out: str | Path) -> dict[str, Tensor]:
+    """Write the detector of a trained checkpoint as a file ``detr_checkpoint`` loads.
+
+    The analogue of DETR's COCO weights for a world without them: train a model on other images (the
+    synthetic world drawn with its own seed, ``configs/detector_pretrain.yaml``), then initialise other
+    models' detectors from it.
+
+    Args:
+        checkpoint: a Lightning ``.ckpt`` of :class:`~hoiclip_lightning.models.HOICLIPModule` (tensors under
+            ``model.``) or a plain HOICLIP state dict.
+        out: the file to write: ``{"model": {name: tensor}, "source": str(checkpoint)}`` with the tensors
+            under :data:`LIBRARY_DETECTOR_PREFIXES` (backbone, input projection, encoder, instance decoder,
+            box heads, pair queries, dense head), in this library's names.
+
+    Returns:
+        The exported state dict.
+
+    Raises:
+        CheckpointError: unreadable file, or no detector tensor in it.
+    """
+    checkpoint, out = Path(checkpoint), Path(out)
+    data = load_torch_file(checkpoint, "checkpoint")
+    state = data.get("state_dict", data) if isinstance(data, dict) else None
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{checkpoint}: expected a Lightning checkpoint or a state dict")
+    prefix = "model." if any(k.startswith("model.") for k in state) else ""
+    detector = {k[len(prefix):]: v.detach().clone() for k, v in state.items()
+                if k.startswith(prefix) and k[len(prefix):].startswith(LIBRARY_DETECTOR_PREFIXES)}
+    if not detector:
+        raise CheckpointError(f"{checkpoint}: no detector tensor (keys starting with {LIBRARY_DETECTOR_PREFIXES})")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"model": detector, "source": str(checkpoint)}, out)
+    log.info("wrote %s: %d detector tensors from %s", out, len(detector), checkpoint)
+    return detector
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``hoiclip export-detector CHECKPOINT --out FILE``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="hoiclip export-detector",
+                                     description="Write a trained checkpoint's detector as a detr_checkpoint file.")
+    parser.add_argument("checkpoint", help="Lightning .ckpt (or state dict) of a HOICLIP model")
+    parser.add_argument("--out", required=True, help="detector file to write (load with net.detr_checkpoint)")
+    args = parser.parse_args(argv)
+    exported = export_detector(args.checkpoint, args.out)
+    print(f"wrote {args.out}: {len(exported)} detector tensors")
