@@ -1,5 +1,5 @@
 # Two commands do all set-up on a fresh machine:
-#   make quickstart   -> venv, install, synthetic dataset, train + evaluate tiny HOICLIP, print the metric table
+#   make quickstart   -> venv, install, synthetic dataset, train + evaluate tiny HOICLIP (small pretrained CLIP), print the metric table
 #   make test         -> venv, install, run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -22,7 +22,8 @@ $(STAMP): $(BIN)/python pyproject.toml
 
 install: $(STAMP)
 
-# synthetic world -> verb embeddings by visual semantic arithmetic (tiny CLIP) -> train -> test -> mAP table
+# synthetic world -> verb embeddings by visual semantic arithmetic (the small CLIP of weights/hoiclip_small.pt)
+# -> train HOICLIP with every knowledge-transfer part on -> select on validation -> test once -> mAP table
 quickstart: $(STAMP)
 	$(BIN)/hoiclip synth --out $(QUICKSTART_DIR) --easy --image-size 160 --seed 0 --num-train 800 --num-test 100 \
 		--num-val 100

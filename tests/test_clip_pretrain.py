@@ -129,3 +129,23 @@ def test_jsonl_and_folder_sources(tmp_path):
     jsonl.write_text(json.dumps({"image": "missing.png", "caption": "x"}) + "\n")
     with pytest.raises(FileNotFoundError, match="line 1"):
         collect_views(jsonl)
+
+
+def test_fp16_copy_loads_with_nearly_the_same_embeddings(short_run, tmp_path):
+    from hoiclip_lightning.models.clip_weights import convert_clip_weights
+
+    half = convert_clip_weights(short_run, tmp_path / "half.pt")
+    payload = torch.load(half, map_location="cpu", weights_only=True)
+    assert payload["state_dict"]["visual.proj"].dtype == torch.float16
+    assert payload["metadata"]["stored_dtype"] == "float16" and payload["metadata"]["steps"] == 3
+    assert half.stat().st_size < 0.6 * short_run.stat().st_size
+    full, loaded = CLIPEncoder("hoiclip-tiny", pretrained=str(short_run)), CLIPEncoder("hoiclip-tiny", pretrained=str(half))
+    assert next(loaded.model.parameters()).dtype == torch.float32  # cast back on load
+    prompts = ["a photo of a person kicking a sports ball", "a photo of a person and a dog"]
+    with torch.no_grad():
+        a, b = full.encode_text(prompts), loaded.encode_text(prompts)
+    assert torch.allclose(a, b, atol=1e-2) and not torch.equal(a, b)  # fp16 rounding, nothing else
+    payload["state_dict"]["visual.proj"] += 1.0
+    torch.save(payload, tmp_path / "edited_half.pt")
+    with pytest.raises(CheckpointError, match="fingerprint"):
+        convert_clip_weights(tmp_path / "edited_half.pt", tmp_path / "x.pt")

@@ -112,6 +112,39 @@ def save_clip_weights(path: str | Path, model: nn.Module, clip_model: str,
     return path
 
 
+def convert_clip_weights(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.float16) -> Path:
+    """Rewrite a CLIP weights file with its floating-point tensors in ``dtype`` (fingerprints recomputed).
+
+    fp16 halves the file (``weights/hoiclip_small.pt``, committed for the quickstart, is the fp16 form of
+    a ``hoiclip clip-pretrain`` output); the model casts the tensors back to its own dtype when loading.
+
+    Args:
+        src: a file written by :func:`save_clip_weights`.
+        dst: the file to write (may equal ``src``).
+        dtype: the floating-point dtype to store.
+
+    Returns:
+        the path written.
+    """
+    from .clip_encoder import state_dict_fingerprint
+
+    src, dst = Path(src), Path(dst)
+    obj = _peek(src)
+    if obj is None:
+        raise CheckpointError(f"{src}: not a CLIP weights file (written by save_clip_weights / hoiclip clip-pretrain)")
+    read_clip_weights(src, obj["clip_model"])  # refuses a damaged file before anything is written
+    state = {k: (v.to(dtype) if torch.is_floating_point(v) else v).clone() for k, v in obj["state_dict"].items()}
+    payload = dict(obj, state_dict=state, fingerprint=state_dict_fingerprint(state),
+                   image_fingerprint=state_dict_fingerprint(state, include="visual."),
+                   text_fingerprint=state_dict_fingerprint(state, exclude="visual."),
+                   metadata={**dict(obj.get("metadata") or {}), "stored_dtype": str(dtype).replace("torch.", "")})
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_name(dst.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(dst)
+    return dst
+
+
 def _peek(path: Path) -> dict[str, Any] | None:
     """The file's dict when it is a CLIP weights file, else ``None`` (open_clip then reads it as before)."""
     try:
