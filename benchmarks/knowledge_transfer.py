@@ -275,7 +275,8 @@ def main(argv: list[str] | None = None) -> list[SweepRun]:
               "--trainer.check_val_every_n_epoch", "null", "--trainer.val_check_interval", str(budget.val_every),
               "--trainer.enable_progress_bar", "false"]
     (out / "plan.json").write_text(json.dumps({
-        "budget": dataclasses.asdict(budget), "clip": str(clip), "detector": str(detector), "data_root": str(root), "args": vars(args),
+        "budget": dataclasses.asdict(budget), "clip": str(clip), "detector": str(detector), "data_root": str(root),
+        "args": vars(args),
         "machine": describe_machine(), "common_overrides": common,
         "runs": [dataclasses.asdict(p) for p in planned]}, indent=1) + "\n")
 

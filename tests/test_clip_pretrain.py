@@ -139,7 +139,8 @@ def test_fp16_copy_loads_with_nearly_the_same_embeddings(short_run, tmp_path):
     assert payload["state_dict"]["visual.proj"].dtype == torch.float16
     assert payload["metadata"]["stored_dtype"] == "float16" and payload["metadata"]["steps"] == 3
     assert half.stat().st_size < 0.6 * short_run.stat().st_size
-    full, loaded = CLIPEncoder("hoiclip-tiny", pretrained=str(short_run)), CLIPEncoder("hoiclip-tiny", pretrained=str(half))
+    full = CLIPEncoder("hoiclip-tiny", pretrained=str(short_run))
+    loaded = CLIPEncoder("hoiclip-tiny", pretrained=str(half))
     assert next(loaded.model.parameters()).dtype == torch.float32  # cast back on load
     prompts = ["a photo of a person kicking a sports ball", "a photo of a person and a dog"]
     with torch.no_grad():
