@@ -1,6 +1,13 @@
 """hoiclip-lightning: HOICLIP human-object interaction detection as a PyTorch Lightning library."""
 
-from .errors import AnnotationError, CheckpointError, ConfigurationError, DatasetNotFoundError, HOICLIPError
+from .errors import (
+    AnnotationError,
+    CheckpointError,
+    ConfigurationError,
+    DatasetNotFoundError,
+    HOICLIPError,
+    NonFiniteLossError,
+)
 from .structures import HOIBatch, HOIGroundTruth, HOIOutputs, HOIPrediction, HOITarget, VCOCOGroundTruth
 from .vocabulary import HOIVocabulary
 
@@ -18,6 +25,7 @@ __all__ = [
     "HOIPrediction",
     "HOITarget",
     "HOIVocabulary",
+    "NonFiniteLossError",
     "VCOCOGroundTruth",
     "__version__",
 ]

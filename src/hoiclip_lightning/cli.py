@@ -37,9 +37,11 @@ class HOICLIPCLI(LightningCLI):
     """LightningCLI whose model and datamodule are chosen from YAML (``class_path`` + ``init_args``).
 
     The datamodule's vocabulary and zero-shot split are linked into the model, so a config states them
-    once, in the ``data`` section. ``test_after_fit: true`` evaluates the best checkpoint (selected on the
-    validation split, or on the test split for datasets without one) on the test split when ``fit`` ends and
-    prints the metric table (the quickstart uses it).
+    once, in the ``data`` section. ``fit`` adds :class:`~hoiclip_lightning.callbacks.NonFiniteLossCheckpoint`
+    when the config has none, so a non-finite stop always leaves the last finite state on disk.
+    ``test_after_fit: true`` evaluates the best checkpoint (selected on the validation split, or on the test
+    split for datasets without one) on the test split when ``fit`` ends and prints the metric table (the
+    quickstart uses it).
     """
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
@@ -60,6 +62,13 @@ class HOICLIPCLI(LightningCLI):
 
             custom = Path(init.root) / "vocabulary.json"
             init.vocabulary = str(custom) if custom.is_file() else init.dataset_format
+
+    def before_fit(self) -> None:
+        # the non-finite guard always keeps the last finite state: add its callback when the config has none
+        from .callbacks import NonFiniteLossCheckpoint
+
+        if not any(isinstance(cb, NonFiniteLossCheckpoint) for cb in self.trainer.callbacks):
+            self.trainer.callbacks.append(NonFiniteLossCheckpoint())
 
     def after_fit(self) -> None:
         if not self.config.get(self.subcommand, {}).get("test_after_fit", False):

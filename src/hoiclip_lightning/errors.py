@@ -6,6 +6,7 @@ One exception type per kind of failure, so callers can catch precisely:
 * :class:`AnnotationError` -- an annotation record is malformed; the message names file, record, field.
 * :class:`ConfigurationError` -- a constructor or config value is outside its accepted set.
 * :class:`CheckpointError` -- a checkpoint or embedding file does not fit the model it is loaded into.
+* :class:`NonFiniteLossError` -- training met a NaN/inf (batch, outputs, loss, gradients or a checkpoint to write).
 """
 
 from __future__ import annotations
@@ -29,3 +30,13 @@ class ConfigurationError(HOICLIPError, ValueError):
 
 class CheckpointError(HOICLIPError, ValueError):
     """A checkpoint or embedding file does not match the model or vocabulary it is loaded into."""
+
+
+class NonFiniteLossError(HOICLIPError, RuntimeError):
+    """Training met a NaN or infinite value: in a batch, the model outputs, the loss or the gradients.
+
+    The message names the step, the images of the batch and (when the
+    :class:`~hoiclip_lightning.callbacks.NonFiniteLossCheckpoint` guard ran) the checkpoint holding the
+    last finite state. Also raised instead of writing a checkpoint whose weights or optimizer state are
+    not finite.
+    """

@@ -2,8 +2,8 @@
 
 * :class:`RunCheckpoint` -- a ``ModelCheckpoint`` whose folder is ``<default_root_dir>/checkpoints``
   (independent of the logger's run id), so ``hoiclip fit --ckpt_path last`` finds the previous run.
-* :class:`NonFiniteLossCheckpoint` -- on a non-finite loss, writes a checkpoint of the last good state
-  and names it in the error.
+* :class:`NonFiniteLossCheckpoint` -- when training stops on a non-finite batch, output, loss or gradient,
+  writes a checkpoint of the last finite state and names it in the error.
 * :class:`ImageThroughputMonitor` -- training/validation images per second (Lightning's
   ``ThroughputMonitor`` counting images), also shown in the progress bar.
 * :class:`MemoryMonitor` -- GPU memory (allocated, reserved, peak) and process RSS.

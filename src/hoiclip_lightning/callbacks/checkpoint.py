@@ -43,13 +43,17 @@ class RunCheckpoint(ModelCheckpoint):
 
 
 class NonFiniteLossCheckpoint(Callback):
-    """When training stops on :class:`~hoiclip_lightning.models.module.NonFiniteLossError`, save the state.
+    """When training stops on :class:`~hoiclip_lightning.errors.NonFiniteLossError`, save the last finite state.
 
-    The checkpoint (``<dirpath>/non_finite_loss.ckpt``, rank-suffixed under DDP) holds the weights,
-    optimizer and loop state of the failing step, before any update with the bad loss, so the batch can
-    be inspected or training continued with a lower learning rate
-    (``--ckpt_path <dirpath>/non_finite_loss.ckpt``). ``--ckpt_path last`` does not pick it up; it keeps
-    resuming from the last periodic checkpoint. The path is added to the error's message.
+    :class:`~hoiclip_lightning.models.HOICLIPModule` raises that error on a non-finite batch, model output,
+    loss or gradient *before* the optimizer step, so the weights and optimizer state are still those of
+    the last finite update. This callback writes them, with the loop state of the failing step, to
+    ``<dirpath>/non_finite_loss.ckpt`` (rank-suffixed under DDP) and adds the path to the error's
+    message: resume from it with a lower learning rate (``--ckpt_path <dirpath>/non_finite_loss.ckpt``),
+    or inspect the batch. ``--ckpt_path last`` does not pick it up; it keeps resuming from the last
+    periodic checkpoint. When the state itself is no longer finite (an update overflowed), nothing is
+    written and the message names the last checkpoint written before. ``hoiclip fit`` adds this
+    callback when the config has none.
 
     Args:
         dirpath: folder of the checkpoint; ``None``: ``<trainer.default_root_dir>/checkpoints``.
@@ -63,7 +67,7 @@ class NonFiniteLossCheckpoint(Callback):
         self.last_path: Path | None = None
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
-        from ..models.module import NonFiniteLossError
+        from ..errors import NonFiniteLossError
 
         if not isinstance(exception, NonFiniteLossError):
             return
@@ -71,17 +75,29 @@ class NonFiniteLossCheckpoint(Callback):
         suffix = f"-rank{trainer.global_rank}" if trainer.world_size > 1 else ""
         path = folder / f"{self.filename}{suffix}.ckpt"
         try:
-            folder.mkdir(parents=True, exist_ok=True)
-            # no trainer.save_checkpoint: its barrier would hang when only this rank saw the bad loss
+            # no trainer.save_checkpoint: its barrier would hang when only this rank saw the bad value;
+            # dump_checkpoint calls HOICLIPModule.on_save_checkpoint, which refuses a non-finite state
             checkpoint: dict[str, Any] = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+            folder.mkdir(parents=True, exist_ok=True)
             trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, path)
         except Exception as err:  # never mask the original error
-            log.error("could not write the non-finite-loss checkpoint %s: %s", path, err)
+            earlier = sorted({p for cb in trainer.checkpoint_callbacks
+                              for p in (getattr(cb, "last_model_path", ""), getattr(cb, "best_model_path", "")) if p})
+            note = (f"no guard checkpoint written ({type(err).__name__}: {err}); the checkpoints written before are "
+                    f"finite: {earlier or 'none'}")
+            log.error(note)
+            _add_note(exception, note)
             return
         self.last_path = path
-        note = f"checkpoint of the failing step written to {path}"
+        note = (f"guard checkpoint with the last finite weights and optimizer state (before step "
+                f"{checkpoint.get('global_step')}) written to {path}; continue with --ckpt_path {path} and a lower "
+                "learning rate")
         log.error(note)
-        if hasattr(exception, "add_note"):
-            exception.add_note(note)
-        else:  # Python 3.10
-            exception.args = (f"{exception.args[0] if exception.args else ''} ({note})",)
+        _add_note(exception, note)
+
+
+def _add_note(exception: BaseException, note: str) -> None:
+    if hasattr(exception, "add_note"):
+        exception.add_note(note)
+    else:  # Python 3.10
+        exception.args = (f"{exception.args[0] if exception.args else ''} ({note})",)

@@ -4,6 +4,7 @@ from .collate import collate_hoi, pad_images
 from .datamodule import HOIDataModule
 from .datasets import HOIDataset, load_image
 from .formats import AnnotationSet, ImageRecord, load_annotations, load_verb_object_matrix
+from .global_batch import BatchPlan, plan_global_batch
 from .subsets import (
     SubsetStats,
     count_hoi_instances,
@@ -38,6 +39,7 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "AnnotationSet",
+    "BatchPlan",
     "ClipTransform",
     "HOIDataModule",
     "HOIDataset",
@@ -61,6 +63,7 @@ __all__ = [
     "load_vcoco_official",
     "load_verb_object_matrix",
     "pad_images",
+    "plan_global_batch",
     "rare_hoi_ids",
     "resized_size",
     "subsample_indices",

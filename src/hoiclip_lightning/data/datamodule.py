@@ -32,6 +32,7 @@ from ..vocabulary import HOIVocabulary
 from .collate import collate_hoi
 from .datasets import HOIDataset
 from .formats import AnnotationSet, load_annotations, load_verb_object_matrix
+from .global_batch import BatchPlan, plan_global_batch
 from .image_folder import ImageFolderDataset, check_image_files, list_image_files
 from .subsets import (
     SubsetStats,
@@ -118,7 +119,14 @@ class HOIDataModule(L.LightningDataModule):
         train_annotation_file: training annotation file to use instead of the default one (e.g. an
             official fractional file); relative paths are looked up in the annotation folder, then root.
         zero_shot: zero-shot split of the vocabulary (``default``: fully supervised).
-        batch_size: images per training batch.
+        batch_size: images per training batch and device; with ``global_batch_size`` set, the most images a
+            device takes at once.
+        global_batch_size: images per optimizer step over all devices and accumulated batches (the paper:
+            16). At ``setup("fit")`` the per-device batch and the trainer's ``accumulate_grad_batches`` are
+            derived from it, ``batch_size`` and the trainer's device count (:func:`plan_global_batch`;
+            :attr:`batch_plan` holds the result); settings that do not divide are refused. The learning
+            rate is not changed (the step sees the same number of images). ``None``: ``batch_size`` per
+            device, accumulation as the trainer says.
         eval_batch_size: images per evaluation batch (``None``: ``batch_size``).
         num_workers: DataLoader worker processes.
         pin_memory: DataLoader ``pin_memory``.
@@ -161,6 +169,7 @@ class HOIDataModule(L.LightningDataModule):
         train_annotation_file: str | None = None,
         zero_shot: str = "default",
         batch_size: int = 2,
+        global_batch_size: int | None = None,
         eval_batch_size: int | None = None,
         num_workers: int = 2,
         train_scales: Sequence[int] = DETR_SCALES,
@@ -197,6 +206,8 @@ class HOIDataModule(L.LightningDataModule):
                             ("test_scale", test_scale), ("max_boxes", max_boxes)):
             if value < 1:
                 raise ConfigurationError(f"{name} must be a positive integer, got {value}")
+        if global_batch_size is not None and global_batch_size < 1:
+            raise ConfigurationError(f"global_batch_size must be a positive integer or None, got {global_batch_size}")
         if eval_batch_size is not None and eval_batch_size < 1:
             raise ConfigurationError(f"eval_batch_size must be a positive integer or None, got {eval_batch_size}")
         if num_workers < 0:
@@ -223,6 +234,7 @@ class HOIDataModule(L.LightningDataModule):
         self._counts: Tensor | None = None
         self._skip_counts: dict[str, dict[str, int]] = {}
         self._train_set: AnnotationSet | None = None
+        self.batch_plan: BatchPlan | None = None
 
     # ------------------------------------------------------------------ label space
     @property
@@ -343,6 +355,8 @@ class HOIDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         hp = self.hparams
+        if stage in (None, "fit") and hp.global_batch_size is not None:
+            self._plan_global_batch()
         if stage == "predict" and hp.predict_images is not None:
             self._setup_predict_images(hp.predict_images)
             return
@@ -388,6 +402,27 @@ class HOIDataModule(L.LightningDataModule):
             log.info("test split: %d images", len(self.test_dataset))
         if stage in (None, "fit", "validate") and self.val_source is None:
             self._setup_val(vocab)
+
+    def _plan_global_batch(self) -> None:
+        """Derive the per-device batch and the trainer's ``accumulate_grad_batches`` from ``global_batch_size``."""
+        hp = self.hparams
+        trainer = self.trainer
+        plan = plan_global_batch(hp.global_batch_size, trainer.world_size if trainer is not None else 1,
+                                 hp.batch_size)
+        if trainer is not None:
+            current = trainer.accumulate_grad_batches
+            if current not in (1, plan.accumulate_grad_batches):
+                raise ConfigurationError(
+                    f"trainer.accumulate_grad_batches {current} contradicts global_batch_size {hp.global_batch_size} "
+                    f"({plan}); leave accumulate_grad_batches unset: it is derived")
+            trainer.accumulate_grad_batches = plan.accumulate_grad_batches
+        self.batch_plan = plan
+        log.info("%s (learning rate unchanged)", plan)
+
+    @property
+    def train_batch_size(self) -> int:
+        """Images per training batch of one device: derived from ``global_batch_size`` when set."""
+        return self.batch_plan.per_device_batch if self.batch_plan is not None else self.hparams.batch_size
 
     def _setup_val(self, vocab: HOIVocabulary) -> None:
         """Build :attr:`val_dataset` from the validation file, or record that validation uses the test split."""
@@ -474,7 +509,7 @@ class HOIDataModule(L.LightningDataModule):
             raise RuntimeError("call setup() before asking for a dataloader")
         workers = self.hparams.num_workers
         return ResumableDataLoader(
-            self.train_dataset, batch_size=self.hparams.batch_size, collate_fn=collate_hoi, num_workers=workers,
+            self.train_dataset, batch_size=self.train_batch_size, collate_fn=collate_hoi, num_workers=workers,
             pin_memory=self.hparams.pin_memory, persistent_workers=workers > 0,
         )
 

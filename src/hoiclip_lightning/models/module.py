@@ -27,10 +27,20 @@ import lightning as L
 import torch
 from lightning.pytorch.utilities import rank_zero_info
 
-from ..errors import ConfigurationError
+from ..errors import CheckpointError, ConfigurationError, NonFiniteLossError
 from ..structures import HOIBatch, HOIPrediction
 from ..vocabulary import HOIVocabulary
 from .config import HOICLIPConfig, LossConfig, OptimizerConfig, PostProcessConfig
+from .guard import (
+    all_finite,
+    batch_tensors,
+    describe,
+    non_finite_names,
+    optimizer_state_tensors,
+    output_tensors,
+)
+
+__all__ = ["HOICLIPModule", "NonFiniteLossError"]  # the error lives in errors.py; imported here too
 
 log = logging.getLogger(__name__)
 
@@ -54,10 +64,6 @@ def _split_of_state(vocab: HOIVocabulary, state: dict[str, Any], guess: str) -> 
     return matches[0] if len(matches) == 1 else guess
 
 
-class NonFiniteLossError(RuntimeError):
-    """Raised when the training loss becomes NaN or infinite (the run stops; see ``on_exception``)."""
-
-
 class HOICLIPModule(L.LightningModule):
     """Train, validate, test and predict with HOICLIP.
 
@@ -74,6 +80,17 @@ class HOICLIPModule(L.LightningModule):
             reference does for fractional runs) instead of the vocabulary's fixed rare list.
         per_class_ap_dir: where test runs write ``per_class_ap.csv`` and the AP-vs-frequency plot;
             ``None`` uses the trainer's log directory.
+        skip_non_finite_steps: how many batches with a non-finite value (in the batch, the outputs, the
+            loss or the gradients) may be skipped before the run stops with :class:`NonFiniteLossError`;
+            a skipped batch makes no update (with gradient accumulation: its whole accumulation window),
+            is logged as a warning naming its images, and counted in ``train/non_finite_skips``. ``0``
+            (default): stop at the first one.
+
+    Non-finite guard: every training step checks the batch, the model outputs (before the Hungarian
+    matcher) and the loss; every optimizer step checks the gradients first (unless a ``16-mixed``
+    gradient scaler handles them); under DDP the decision is shared by all processes. A checkpoint whose
+    parameters or optimizer state are not finite is never written (:meth:`on_save_checkpoint` raises) nor
+    loaded (:meth:`on_load_checkpoint` raises :class:`~hoiclip_lightning.errors.CheckpointError`).
     """
 
     def __init__(
@@ -87,6 +104,7 @@ class HOICLIPModule(L.LightningModule):
         metric_protocol: Literal["official", "reference"] = "official",
         rare_from_training_file: bool = False,
         per_class_ap_dir: str | None = None,
+        skip_non_finite_steps: int = 0,
     ) -> None:
         super().__init__()
         from .hoiclip import HOICLIP
@@ -101,6 +119,12 @@ class HOICLIPModule(L.LightningModule):
         self.metric_protocol = metric_protocol
         self.rare_from_training_file = rare_from_training_file
         self.per_class_ap_dir = per_class_ap_dir
+        if skip_non_finite_steps < 0:
+            raise ConfigurationError(f"skip_non_finite_steps must be >= 0, got {skip_non_finite_steps}")
+        self.skip_non_finite_steps = skip_non_finite_steps
+        self.non_finite_skips = 0  # skipped batches so far (stored in checkpoints)
+        self._window_files: list[str] = []  # images of the batches accumulated since the last optimizer step
+        self._window_skipped = False  # a batch of the current accumulation window was skipped
 
         self.model = HOICLIP(self.vocab, zero_shot=zero_shot, config=self.net_config)
         self._build_label_space_parts()
@@ -284,24 +308,88 @@ class HOICLIPModule(L.LightningModule):
         return self.model(batch.images, batch.pixel_mask, batch.clip_images, all_classes=all_classes)
 
     def training_step(self, batch: HOIBatch, batch_idx: int) -> torch.Tensor:
+        files = [t.file_name for t in batch.targets]
+        self._window_files.extend(files)
+        # the guard: nothing non-finite reaches the matcher (its cost matrix would fail) or the loss
+        problem, can_skip = None, True
+        loss = None
         outputs = self(batch, all_classes=False)
-        losses = self.criterion(outputs, batch.targets)
-        loss = losses["loss"]
-        if not torch.isfinite(loss):
-            bad = {k: float(v) for k, v in losses.items() if v.numel() == 1 and not torch.isfinite(v)}
-            files = [t.file_name for t in batch.targets]
-            raise NonFiniteLossError(
-                f"non-finite training loss at epoch {self.current_epoch}, step {self.global_step}: {bad}; "
-                f"images in the batch: {files}. The last checkpoint is intact; lower the learning rate or "
-                f"check these images, then resume with --ckpt_path last."
-            )
+        inputs = batch_tensors(batch)
+        bad = non_finite_names(inputs + output_tensors(outputs))  # one host sync for both
+        input_names = {name for name, _ in inputs}
+        bad_inputs = [name for name in bad if name in input_names]
+        bad_outputs = [name for name in bad if name not in input_names]
+        if bad_inputs:
+            problem = f"non-finite values in the batch ({describe(bad_inputs)})"
+        elif bad_outputs:
+            problem = f"non-finite model outputs ({describe(bad_outputs)})"
+            bad_params = non_finite_names(self.named_parameters())
+            if bad_params:  # an earlier update overflowed: skipping cannot help
+                problem += f"; the parameters are already non-finite ({describe(bad_params)})"
+                can_skip = False
+        else:
+            losses = self.criterion(outputs, batch.targets)
+            loss = losses["loss"]
+            if not torch.isfinite(loss):
+                bad = {k: float(v.detach()) for k, v in losses.items() if v.numel() == 1 and not torch.isfinite(v)}
+                problem = f"non-finite training loss {bad}"
+        if self._world_size() > 1:  # one decision for all processes, so none waits for the others in backward
+            if self.trainer.strategy.reduce_boolean_decision(problem is not None, all=False) and problem is None:
+                problem = "a non-finite value on another process"
+        if problem is not None or loss is None:
+            self._non_finite(problem or "non-finite value", files, "images in the batch", can_skip)
+            self._window_skipped = True
+            # a zero loss that reaches every trainable parameter: backward (and DDP's gradient reduction) run
+            # as usual and the update is dropped in on_before_optimizer_step
+            return torch.stack([p.reshape(-1)[0] for p in self.parameters() if p.requires_grad]).sum() * 0.0
         bs = len(batch)
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log_dict(
             {f"train/{k}": v for k, v in losses.items() if k != "loss" and not k[-2:-1] == "_" and v.numel() == 1},
             batch_size=bs,
         )
+        if self.skip_non_finite_steps:
+            self.log("train/non_finite_skips", float(self.non_finite_skips), batch_size=bs)
         return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Check the (accumulated, unclipped) gradients; drop the update of a window with a skipped batch."""
+        files, self._window_files = self._window_files, []
+        skipped, self._window_skipped = self._window_skipped, False
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if not skipped and not self._grad_scaler_active() and not all_finite(grads):
+            names = [n for n, p in self.named_parameters() if p.grad is not None]
+            bad = non_finite_names((n, p.grad) for n, p in self.named_parameters() if p.grad is not None)
+            self._non_finite(f"non-finite gradients ({len(bad)} of {len(names)} parameters: {describe(bad)})",
+                             files, "images of the accumulated batches", can_skip=True)
+            skipped = True
+        if skipped:
+            optimizer.zero_grad(set_to_none=True)  # parameters without a gradient are left alone by the step
+
+    def _world_size(self) -> int:
+        return self.trainer.world_size if self._trainer is not None else 1
+
+    def _grad_scaler_active(self) -> bool:
+        """``16-mixed`` precision: the gradient scaler skips steps with infinite gradients by design."""
+        return self._trainer is not None and getattr(self.trainer.precision_plugin, "scaler", None) is not None
+
+    def on_fit_start(self) -> None:
+        self._window_files, self._window_skipped = [], False
+
+    def _non_finite(self, problem: str, files: list[str], what: str, can_skip: bool) -> None:
+        """Skip (counted, logged) while the ``skip_non_finite_steps`` budget lasts, else raise."""
+        where = f"epoch {self.current_epoch}, step {self.global_step}"
+        if can_skip and self.non_finite_skips < self.skip_non_finite_steps:
+            self.non_finite_skips += 1
+            log.warning("%s at %s; %s: %s. Skipped (%d of %d allowed skips used).", problem, where, what, files,
+                        self.non_finite_skips, self.skip_non_finite_steps)
+            return
+        budget = (f" ({self.non_finite_skips} of {self.skip_non_finite_steps} allowed skips already used)"
+                  if self.skip_non_finite_steps else "")
+        raise NonFiniteLossError(
+            f"{problem} at {where}; {what}: {files}{budget}. No update was made with them; lower the learning "
+            "rate or check these images."
+        )
 
     def _enhanced_scores(self, outputs) -> torch.Tensor | None:
         """HOI probabilities after the training-free enhancement, or None when it is off or CLIP is absent."""
@@ -426,7 +514,23 @@ class HOICLIPModule(L.LightningModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
 
     # ------------------------------------------------------------------ checkpoints
+    def _non_finite_checkpoint_entries(self, checkpoint: dict[str, Any]) -> list[str]:
+        state = checkpoint.get("state_dict") or {}
+        params = [name for name, _ in self.named_parameters()]
+        named = [(f"state_dict[{name!r}]", state.get(name)) for name in params]
+        return non_finite_names(named + optimizer_state_tensors(checkpoint.get("optimizer_states") or []))
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # never write non-finite weights or optimizer state (they would replace a good `last.ckpt`)
+        bad = self._non_finite_checkpoint_entries(checkpoint)
+        if bad:
+            raise NonFiniteLossError(
+                f"refusing to write a checkpoint at epoch {checkpoint.get('epoch')}, step "
+                f"{checkpoint.get('global_step')}: {len(bad)} non-finite entries ({describe(bad)}); the checkpoints "
+                "written before are kept. The last optimizer update made the weights non-finite: lower the "
+                "learning rate and resume from the last checkpoint."
+            )
+        checkpoint["hoiclip_non_finite_skips"] = self.non_finite_skips
         # the vocabulary travels inside the checkpoint, so a checkpoint is usable without the data folder
         checkpoint["hoiclip_vocabulary"] = self.vocab.to_dict()
         # with the spec and split it was built from (a vocabulary set with `set_vocabulary` is reloaded)
@@ -442,7 +546,12 @@ class HOICLIPModule(L.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # a checkpoint of another label space is adapted to this module's vocabulary before its state
         # dict is loaded (Lightning calls this hook first, in `load_from_checkpoint` and in the trainer)
+        bad = self._non_finite_checkpoint_entries({"state_dict": checkpoint.get("state_dict") or {}})
+        if bad:
+            raise CheckpointError(f"the checkpoint holds {len(bad)} non-finite parameters ({describe(bad)}); "
+                                  "it cannot be evaluated or resumed: use an earlier checkpoint")
         self._adapt_checkpoint_vocabulary(checkpoint)
+        self.non_finite_skips = int(checkpoint.get("hoiclip_non_finite_skips", 0))
         rng = checkpoint.get("hoiclip_rng_state")
         fitting = self._trainer is not None and self.trainer.state.fn == "fit"
         if rng is None or not fitting:
