@@ -65,8 +65,8 @@ class HOIDataset(Dataset):
             ``train``.
         official_gt: per record, the official V-COCO ground truth to attach as ``target.gt.vcoco``
             (:func:`~hoiclip_lightning.data.attach_vcoco_official`); ``None``: none.
-        on_bad_image: what an image that cannot be read when a sample is built does (one that passed, or
-            skipped, the set-up check): ``"error"`` raises :class:`AnnotationError` naming the annotation
+        on_bad_image: what an image that cannot be read when a sample is built does (one that the set-up
+            check passed or did not look at): ``"error"`` raises :class:`AnnotationError` naming the annotation
             file, the record and the image; ``"skip"`` logs it at WARNING, counts it in
             :attr:`skipped_images` and serves the next readable record in its place. In an evaluation
             split that stand-in repeats an image id, which the metrics count once, so the bad image is left
@@ -131,8 +131,8 @@ class HOIDataset(Dataset):
             except (AnnotationError, DatasetNotFoundError) as err:
                 if self.on_bad_image == "error":
                     raise type(err)(
-                        f"{self._describe(j)}: {err}. It passed the set-up check; verify_images: full decodes "
-                        "every image at set-up, and on_bad_record: skip leaves such images out") from err
+                        f"{self._describe(j)}: {err}. The set-up check did not catch it (verify_images: full "
+                        "decodes every image at set-up; on_bad_record: skip leaves such images out)") from err
                 reason = "missing_image" if isinstance(err, DatasetNotFoundError) else "unreadable_image"
                 self.skipped_images[j] = reason
                 log.warning("%s: %s; skipped (%s; %d image(s) skipped in this process)", self._describe(j), err,

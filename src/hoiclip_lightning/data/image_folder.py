@@ -215,8 +215,8 @@ class ImageFolderDataset(Dataset):
                 image = open_upright(path)
             except (AnnotationError, DatasetNotFoundError) as err:
                 if self.on_bad_image == "error":
-                    raise type(err)(f"predict image {j}: {err}. It passed the set-up check; verify_images: full "
-                                    "decodes every image at set-up") from err
+                    raise type(err)(f"predict image {j}: {err}. The set-up check did not catch it (verify_images: "
+                                    "full decodes every image at set-up)") from err
                 self.skipped_images[j] = "missing_image" if isinstance(err, DatasetNotFoundError) else \
                     "unreadable_image"
                 log.warning("predict image %d: %s; skipped (%d image(s) skipped in this process)", j, err,
