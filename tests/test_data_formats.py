@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from hoiclip_lightning import AnnotationError, DatasetNotFoundError, HOIVocabulary
 from hoiclip_lightning.data import load_annotations, load_verb_object_matrix
+from hoiclip_lightning.data.image_check import ImageChecker, inspect_image
 
 DATA = Path(__file__).parent / "data"
 HICO = DATA / "hico_det"
@@ -83,6 +86,21 @@ def _corrupt_image(records, root):
     (root / "images/train2015/HICO_train2015_00000002.jpg").write_bytes(b"not a jpeg")
 
 
+def _declare_size(rec: int, width, height):
+    def mutate(records, root):
+        records[rec]["width"], records[rec]["height"] = width, height
+    return mutate
+
+
+def _truncate_image(records, root):
+    """A noisy JPEG of the record's declared size, cut short after its header (a broken download)."""
+    records[1]["width"], records[1]["height"] = 48, 40
+    path = root / "images/train2015/HICO_train2015_00000002.jpg"
+    Image.effect_noise((48, 40), 60).convert("RGB").save(path, quality=95)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 400])
+
+
 BROKEN = [
     # (mutation, expected message, skip counts, records kept, HOIs kept)
     (_set(0, "hoi_annotation", 2, "object_id", value=7),
@@ -115,7 +133,24 @@ BROKEN = [
     (_delete_image,
      r"record 1 \(file_name 'HICO_train2015_00000002\.jpg'\): image file not found: .*HICO_train2015_00000002\.jpg",
      {"missing_image": 1}, 5, 18),
-    (_corrupt_image, r"record 1 .*cannot read the image header of .*HICO_train2015_00000002\.jpg",
+    (_corrupt_image, r"record 1 \(file_name 'HICO_train2015_00000002\.jpg'\): image file "
+     r".*HICO_train2015_00000002\.jpg: cannot read the image header \(not an image format PIL recognises\)",
+     {"unreadable_image": 1}, 5, 18),
+    # the rest of the checks the issue asked for: non-finite boxes, declared sizes, cut-short files
+    (_set(3, "annotations", 0, "bbox", value=[4, 4, float("nan"), 44]),
+     r"record 3 \(file_name 'HICO_train2015_00000004\.jpg'\): annotations\[0\]\.bbox = \[4, 4, nan, 44\], "
+     r"expected finite coordinates",
+     {"bad_box": 1, "hoi_uses_bad_box": 2}, 6, 16),
+    (_set(3, "annotations", 1, "bbox", value=[float("-inf"), 4, 10, 20]),
+     r"annotations\[1\]\.bbox = \[-inf, 4, 10, 20\], expected finite", {"bad_box": 1, "hoi_uses_bad_box": 2}, 6, 16),
+    (_declare_size(0, 5000, 5000),  # the record declares 5000x5000 for a 48x32 image
+     r"record 0 \(file_name 'HICO_train2015_00000001\.jpg'\): width/height = \[5000, 5000\] \(5000x5000\), but "
+     r"the image file .*HICO_train2015_00000001\.jpg is 48x32 pixels",
+     {"image_size_mismatch": 1}, 5, 15),
+    (_declare_size(0, "wide", 5000),
+     r"record 0 .*: width/height = \['wide', 5000\], expected positive whole numbers", {"malformed_record": 1}, 5, 15),
+    (_truncate_image, r"record 1 \(file_name 'HICO_train2015_00000002\.jpg'\): image file .*"
+     r"HICO_train2015_00000002\.jpg: cannot decode the image \(OSError: image file is truncated",
      {"unreadable_image": 1}, 5, 18),
 ]
 
@@ -134,11 +169,92 @@ def test_bad_record_raises_then_skips(tmp_path, hico_vocab, caplog, mutate, mess
     assert any(rec.levelno == logging.WARNING and "skipped" in rec.getMessage() for rec in caplog.records)
 
 
-def test_size_field_overrides_header(tmp_path, hico_vocab):
-    # a record declaring a 20x20 image makes the person box (y2 = 30) fall outside it
+def test_declared_size_is_checked_against_the_file(tmp_path, hico_vocab):
     root = _broken_copy(tmp_path, _set(0, "size", value=[20, 20]))
+    path, images = root / "annotations/trainval_hico.json", root / "images/train2015"
+    with pytest.raises(AnnotationError, match=r"record 0 .*: size = \[20, 20\] \(20x20\), but the image file .* is "
+                       r"48x32 pixels"):
+        load_annotations(path, hico_vocab, images)
+    # verify_images="none" trusts the record without opening the file: the person box (y2 = 30) then lies
+    # outside the declared 20x20 image
     with pytest.raises(AnnotationError, match=r"annotations\[0\]\.bbox = \[2, 2, 20, 30\] lies outside the 20x20"):
-        load_annotations(root / "annotations/trainval_hico.json", hico_vocab, root / "images/train2015")
+        load_annotations(path, hico_vocab, images, verify_images="none")
+    # a size that agrees is accepted, in either field form
+    root2 = _broken_copy(tmp_path / "ok", _set(0, "size", value={"width": 48, "height": 32}))
+    ann = load_annotations(root2 / "annotations/trainval_hico.json", hico_vocab, root2 / "images/train2015")
+    assert (ann.records[0].width, ann.records[0].height) == (48, 32) and ann.skipped == {}
+
+
+@pytest.mark.parametrize("verify_images", ["header", "full"])
+def test_cut_short_jpeg_found_at_both_levels(tmp_path, hico_vocab, verify_images):
+    root = _broken_copy(tmp_path, _truncate_image)
+    path, images = root / "annotations/trainval_hico.json", root / "images/train2015"
+    with pytest.raises(AnnotationError, match=r"HICO_train2015_00000002\.jpg: cannot decode the image"):
+        load_annotations(path, hico_vocab, images, verify_images=verify_images)
+    ann = load_annotations(path, hico_vocab, images, verify_images=verify_images, on_bad_record="skip")
+    assert ann.skipped == {"unreadable_image": 1}
+    assert [r.file_name for r in ann.records] == [f"HICO_train2015_0000000{i}.jpg" for i in (1, 3, 4, 5, 6)]
+    # without the image checks (the behaviour before them) the record passes and would fail mid-epoch
+    assert len(load_annotations(path, hico_vocab, images, verify_images="none")) == 6
+
+
+def test_complete_jpeg_with_trailing_bytes_is_accepted(tmp_path, hico_vocab):
+    """A valid JPEG followed by extra bytes (as some phones write) lacks the end marker at the very end: it is
+    decoded in full to decide, and passes."""
+    def trail(records, root):
+        path = root / "images/train2015/HICO_train2015_00000002.jpg"
+        path.write_bytes(path.read_bytes() + b"\x00" * 64 + b"trailer")
+
+    root = _broken_copy(tmp_path, trail)
+    checker = ImageChecker("header")
+    ann = load_annotations(root / "annotations/trainval_hico.json", hico_vocab, root / "images/train2015",
+                           image_checker=checker)
+    assert len(ann) == 6 and ann.skipped == {} and checker.opened == 6
+    assert inspect_image(root / "images/train2015/HICO_train2015_00000002.jpg") == (48, 48)
+
+
+def test_image_check_cache_reused_and_refreshed(tmp_path, hico_vocab):
+    root = _broken_copy(tmp_path, lambda records, root: None)
+    path, images = root / "annotations/trainval_hico.json", root / "images/train2015"
+    cache = tmp_path / "cache/checks.json"
+    first = ImageChecker("header", cache)
+    load_annotations(path, hico_vocab, images, image_checker=first)
+    first.save()
+    assert (first.opened, first.cached) == (6, 0) and cache.is_file()
+    second = ImageChecker("header", cache)
+    load_annotations(path, hico_vocab, images, image_checker=second)
+    assert (second.opened, second.cached) == (0, 6)  # no image opened on the second run
+    # a file replaced since (another size and mtime) is checked again, and its new state is what counts
+    Image.effect_noise((48, 40), 60).convert("RGB").save(images / "HICO_train2015_00000002.jpg")
+    os.utime(images / "HICO_train2015_00000002.jpg", ns=(1, 1))
+    third = ImageChecker("header", cache)
+    ann = load_annotations(path, hico_vocab, images, image_checker=third)
+    assert (third.opened, third.cached) == (1, 5) and (ann.records[1].width, ann.records[1].height) == (48, 40)
+    # a header entry does not answer a full check; a full entry answers a header check
+    full = ImageChecker("full", cache)
+    load_annotations(path, hico_vocab, images, image_checker=full)
+    full.save()
+    assert (full.opened, full.cached) == (6, 0)
+    header = ImageChecker("header", cache)
+    load_annotations(path, hico_vocab, images, image_checker=header)
+    assert (header.opened, header.cached) == (0, 6)
+
+
+def test_image_check_cache_damaged_or_unwritable(tmp_path, hico_vocab, caplog):
+    images = HICO / "images/train2015"
+    damaged = tmp_path / "checks.json"
+    damaged.write_text("{not json")
+    checker = ImageChecker("header", damaged)
+    assert checker.check(images / "HICO_train2015_00000001.jpg") == (48, 32) and checker.opened == 1
+    checker.save()
+    assert json.loads(damaged.read_text())["version"] == 1
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    unwritable = ImageChecker("header", blocker / "checks.json")  # its folder cannot be created
+    unwritable.check(images / "HICO_train2015_00000001.jpg")
+    with caplog.at_level(logging.WARNING, logger="hoiclip_lightning.data.image_check"):
+        unwritable.save()  # logged, not raised
+    assert any("cannot write the image check cache" in r.getMessage() for r in caplog.records)
 
 
 def test_missing_annotation_file(hico_vocab, tmp_path):

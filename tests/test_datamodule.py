@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import shutil
 from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
-from hoiclip_lightning import ConfigurationError, DatasetNotFoundError, HOIBatch, HOIVocabulary
+from hoiclip_lightning import AnnotationError, ConfigurationError, DatasetNotFoundError, HOIBatch, HOIVocabulary
 from hoiclip_lightning.data import HOIDataModule
 
 DATA = Path(__file__).parent / "data"
@@ -160,6 +163,7 @@ def test_vcoco_keeps_images_without_hoi():
     [
         ({"dataset_format": "coco"}, r"dataset_format 'coco' is not supported; accepted: \('hico_det', 'vcoco'\)"),
         ({"on_bad_record": "ignore"}, r"on_bad_record 'ignore' is not supported"),
+        ({"verify_images": "deep"}, r"verify_images 'deep' is not supported; accepted: \('header', 'full', 'none'\)"),
         ({"train_fraction": 1.5}, r"train_fraction must be in \(0, 1\], got 1.5"),
         ({"batch_size": 0}, r"batch_size must be a positive integer, got 0"),
     ],
@@ -248,3 +252,144 @@ def test_required_validation_file_missing(tmp_path):
         HOIDataModule(str(HICO), val_annotation_file="my_val.json", **SMALL).setup("validate")
     with pytest.raises(ConfigurationError, match="val_split"):
         HOIDataModule(str(HICO), val_split="train", **SMALL)
+
+
+# ---------------------------------------------------------------------- image files checked at set-up
+def _noise_jpeg(path: Path, size: tuple[int, int]) -> bytes:
+    Image.effect_noise(size, 60).convert("RGB").save(path, quality=95)
+    return path.read_bytes()
+
+
+def _break_images(root: Path) -> None:
+    """Train record 1: a JPEG cut short after its header; test record 2: text bytes in a .jpg. Both records
+    declare their size, so only an image check can find them (the issue's case)."""
+    train = root / "annotations/trainval_hico.json"
+    records = json.loads(train.read_text())
+    records[1].update(width=48, height=40)
+    train.write_text(json.dumps(records))
+    cut = root / "images/train2015/HICO_train2015_00000002.jpg"
+    data = _noise_jpeg(cut, (48, 40))
+    cut.write_bytes(data[: len(data) - 400])
+    test = root / "annotations/test_hico.json"
+    records = json.loads(test.read_text())
+    with Image.open(root / "images/test2015/HICO_test2015_00000003.jpg") as img:
+        records[2].update(width=img.width, height=img.height)
+    test.write_text(json.dumps(records))
+    (root / "images/test2015/HICO_test2015_00000003.jpg").write_bytes(b"<html>not an image</html>")
+
+
+@pytest.mark.parametrize("verify_images", ["header", "full"])
+def test_broken_images_found_at_setup_in_both_modes(tmp_path, caplog, verify_images):
+    root = copy_fixture(tmp_path)
+    _break_images(root)
+    with pytest.raises(AnnotationError, match=r"trainval_hico\.json: record 1 \(file_name 'HICO_train2015_00000002"
+                                              r"\.jpg'\): image file .*HICO_train2015_00000002\.jpg: cannot decode"):
+        HOIDataModule(str(root), verify_images=verify_images, **SMALL).setup("fit")
+    with pytest.raises(AnnotationError, match=r"test_hico\.json: record 2 \(file_name 'HICO_test2015_00000003\.jpg'"
+                                              r"\): image file .*HICO_test2015_00000003\.jpg: cannot read the image"):
+        HOIDataModule(str(root), verify_images=verify_images, **SMALL).setup("test")
+    dm = HOIDataModule(str(root), verify_images=verify_images, on_bad_record="skip", **SMALL)
+    with caplog.at_level(logging.WARNING, logger="hoiclip_lightning.data.formats"):
+        dm.setup("fit")
+    assert dm.skip_counts == {"train": {"unreadable_image": 1}, "test": {"unreadable_image": 1}}
+    assert [r.file_name for r in dm.test_dataset.records] == ["HICO_test2015_00000001.jpg",
+                                                              "HICO_test2015_00000002.jpg"]
+    assert "HICO_train2015_00000002.jpg" not in [r.file_name for r in dm.train_dataset.records]
+    logged = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("trainval_hico.json: skipped 1 problem(s)" in m and "unreadable_image: 1" in m for m in logged)
+    assert any("test_hico.json: skipped 1 problem(s)" in m for m in logged)
+    # with the checks off (the behaviour the issue reported) both records pass set-up
+    off = HOIDataModule(str(root), verify_images="none", **SMALL)
+    off.setup("fit")
+    assert len(off.test_dataset) == 3
+
+
+def test_width_height_that_disagree_with_the_image_rejected(tmp_path):
+    root = copy_fixture(tmp_path)
+    path = root / "annotations/test_hico.json"
+    records = json.loads(path.read_text())
+    records[0].update(width=5000, height=5000)
+    path.write_text(json.dumps(records))
+    with pytest.raises(AnnotationError, match=r"test_hico\.json: record 0 \(file_name 'HICO_test2015_00000001\.jpg'"
+                                              r"\): width/height = \[5000, 5000\] \(5000x5000\), but the image file "
+                                              r".*HICO_test2015_00000001\.jpg is 48x32 pixels"):
+        HOIDataModule(str(root), **SMALL).setup("test")
+    dm = HOIDataModule(str(root), on_bad_record="skip", **SMALL)
+    dm.setup("test")
+    assert dm.skip_counts["test"] == {"image_size_mismatch": 1} and len(dm.test_dataset) == 2
+
+
+def test_image_checks_cached_between_runs_outside_the_dataset(tmp_path):
+    root = copy_fixture(tmp_path)
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    cache = tmp_path / "cache"
+    first = HOIDataModule(str(root), image_check_cache=str(cache), **SMALL)
+    first.setup("fit")
+    assert (first.image_checker.opened, first.image_checker.cached) == (9, 0)  # 6 training + 3 test images
+    second = HOIDataModule(str(root), image_check_cache=str(cache), **SMALL)
+    second.setup("fit")
+    assert (second.image_checker.opened, second.image_checker.cached) == (0, 9)
+    assert sorted(p.relative_to(root) for p in root.rglob("*")) == before  # nothing written into the root
+    assert [p.parent.name for p in cache.rglob("*.json")] == ["image_checks"]
+    # the default folder is $HOICLIP_CACHE_DIR (tests/conftest.py points it at a temporary folder)
+    default = HOIDataModule(str(root), **SMALL)
+    default.setup("test")
+    assert str(default.image_checker.cache_file).startswith(os.environ["HOICLIP_CACHE_DIR"])
+    # a cache folder that cannot be written costs the checks again, nothing else
+    blocker = tmp_path / "blocker"
+    blocker.write_text("")
+    dm = HOIDataModule(str(root), image_check_cache=str(blocker), **SMALL)
+    dm.setup("fit")
+    assert len(dm.train_dataset) == 5 and not dm.image_checker.cache_file.exists()
+
+
+def _break_after_setup(dm: HOIDataModule, split: str, position: int) -> Path:
+    dataset = dm.train_dataset if split == "train" else dm.test_dataset
+    path = dataset.records[position].path
+    path.write_bytes(path.read_bytes()[:300])  # the file goes bad after set-up checked it
+    return path
+
+
+def test_image_that_fails_mid_epoch_is_named_in_error_mode(tmp_path):
+    root = copy_fixture(tmp_path)
+    dm = HOIDataModule(str(root), **SMALL)
+    dm.setup("fit")
+    _break_after_setup(dm, "train", 1)
+    rec = dm.train_dataset.records[1]
+    with pytest.raises(AnnotationError, match=rf"trainval_hico\.json: record {rec.index} \(file_name "
+                                              rf"'{rec.file_name}'\): cannot decode image .*{rec.file_name}"):
+        list(dm.train_dataloader())
+
+
+def test_image_that_fails_mid_epoch_is_skipped_and_counted_in_skip_mode(tmp_path, caplog):
+    root = copy_fixture(tmp_path)
+    dm = HOIDataModule(str(root), on_bad_record="skip", batch_size=2, **SMALL)
+    dm.setup("fit")
+    bad = _break_after_setup(dm, "train", 1)
+    with caplog.at_level(logging.WARNING, logger="hoiclip_lightning.data.datasets"):
+        batches = list(dm.train_dataloader())
+    names = [t.file_name for b in batches for t in b.targets]
+    assert len(names) == len(dm.train_dataset) == 5 and bad.name not in names  # the next record stands in
+    assert dm.train_dataset.skipped_images == {1: "unreadable_image"}
+    assert sum(bad.name in r.getMessage() and "skipped" in r.getMessage() for r in caplog.records) == 1
+    # evaluation: the stand-in repeats an image id, which the metrics count once, so the bad image is left out
+    _break_after_setup(dm, "test", 0)
+    ids = [int(t.image_id) for b in dm.test_dataloader() for t in b.targets]
+    assert ids == [1, 1, 2] and dm.test_dataset.skipped_images == {0: "unreadable_image"}
+
+
+def test_predict_images_checked_and_skipped(tmp_path, caplog):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    _noise_jpeg(folder / "a.jpg", (40, 30))
+    data = _noise_jpeg(folder / "b.jpg", (40, 30))
+    (folder / "b.jpg").write_bytes(data[: len(data) - 300])
+    (folder / "c.jpg").write_bytes(b"not an image")
+    with pytest.raises(AnnotationError, match=r"image file .*b\.jpg: cannot decode the image"):
+        HOIDataModule(str(tmp_path / "no_root"), predict_images=str(folder), **SMALL).setup("predict")
+    dm = HOIDataModule(str(tmp_path / "no_root"), predict_images=str(folder), on_bad_record="skip", **SMALL)
+    with caplog.at_level(logging.WARNING, logger="hoiclip_lightning.data.image_folder"):
+        dm.setup("predict")
+    assert [p.name for p in dm.predict_dataset.files] == ["a.jpg"]
+    assert dm.skip_counts == {"predict": {"unreadable_image": 2}}
+    assert any("c.jpg" in r.getMessage() for r in caplog.records)

@@ -1,6 +1,7 @@
 """Inference: `hoiclip predict` (image folders, JSON lines, drawings) and the HOIDetector Python API."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -233,3 +234,84 @@ def test_writer_rejects_bad_settings(tmp_path):
         HOIPredictionWriter(str(tmp_path), draw_topk=0)
     with pytest.raises(ConfigurationError, match="max_triplets"):
         HOIPredictionWriter(str(tmp_path), max_triplets=0)
+
+
+def test_detector_rejects_non_finite_and_empty_inputs(tiny_ckpt):
+    detector = HOIDetector.from_checkpoint(tiny_ckpt, device="cpu")
+    ok = torch.rand(3, 20, 30)
+    with pytest.raises(ValueError, match=r"input 0: the float image tensor holds 1800 non-finite value\(s\) \(NaN or "
+                                         r"infinity\) of 1800"):
+        detector.predict(torch.full((3, 20, 30), float("nan")))
+    one_nan = ok.clone()
+    one_nan[1, 2, 3] = float("inf")
+    with pytest.raises(ValueError, match=r"input 1: the float image tensor holds 1 non-finite value"):
+        detector.predict([ok, one_nan])
+    for shape in ((3, 0, 0), (3, 0, 8), (3, 8, 0)):
+        with pytest.raises(ValueError, match=rf"input 0: the image tensor is empty \(shape {re.escape(str(shape))}\)"):
+            detector.predict(torch.zeros(shape))
+        with pytest.raises(ValueError, match=r"input 0: the image tensor is empty"):
+            detector.predict(torch.zeros(shape, dtype=torch.uint8))
+    with pytest.raises(ValueError, match=r"input 0: the PIL image is empty \(0x0 pixels\)"):
+        detector.predict(Image.new("RGB", (0, 0)))
+    assert detector.predict([]) == []
+    assert len(detector.predict(ok)) > 0  # a finite image still works
+
+
+def _sideways_copy(upright_path: Path, out: Path) -> None:
+    """The image stored rotated a quarter turn, with the EXIF orientation (6) that tells viewers to turn it back."""
+    with Image.open(upright_path) as img:
+        stored = img.convert("RGB").transpose(Image.Transpose.ROTATE_90)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    stored.save(out, exif=exif)
+
+
+def test_exif_rotated_image_gives_boxes_in_the_upright_frame(tiny_ckpt, image_folder, tmp_path):
+    upright = tmp_path / "upright.png"
+    with Image.open(image_folder / "a.jpg") as img:
+        img.convert("RGB").save(upright)  # PNG: lossless, so both files hold exactly the same pixels
+    sideways = tmp_path / "sideways.png"
+    _sideways_copy(upright, sideways)
+    with Image.open(sideways) as img:
+        assert img.size == (48, 72)  # stored frame
+
+    detector = HOIDetector.from_checkpoint(tiny_ckpt, device="cpu")
+    expected, got = detector.predict([upright, sideways])
+    assert (got.width, got.height) == (expected.width, expected.height) == (72, 48)
+    assert [t.to_dict() for t in got.triplets] == [t.to_dict() for t in expected.triplets]
+    raw = HOIDetector.from_checkpoint(tiny_ckpt, device="cpu", exif_transpose=False).predict(sideways)
+    assert (raw.width, raw.height) == (48, 72)
+    # PIL images opened by the user carry the tag too
+    with Image.open(sideways) as img:
+        from_pil = detector.predict(img)
+    assert [t.to_dict() for t in from_pil.triplets] == [t.to_dict() for t in expected.triplets]
+    # `hoiclip predict` reads image folders the same way
+    from hoiclip_lightning.data.image_folder import ImageFolderDataset
+
+    ds = ImageFolderDataset([upright, sideways], test_scale=32, max_size=64, clip_image_size=16)
+    (im_a, clip_a, t_a), (im_b, clip_b, t_b) = ds[0], ds[1]
+    assert t_b.orig_size.tolist() == t_a.orig_size.tolist() == [48, 72]
+    assert torch.equal(im_a, im_b) and torch.equal(clip_a, clip_b)
+
+
+def test_writer_writes_each_image_once_when_a_stand_in_repeats_it(tiny_ckpt, image_folder, tmp_path, monkeypatch):
+    """An image that fails mid-run with on_bad_record: skip is replaced by the next one; the writer does not
+    write that one twice."""
+    from hoiclip_lightning.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    dm_args = ["--data.init_args.predict_images", str(image_folder), "--data.init_args.on_bad_record", "skip",
+               "--data.init_args.eval_batch_size", "3", "--data.init_args.num_workers", "0"]
+    original = HOIDataModule._setup_predict_images
+
+    def break_one(self, spec):  # b.png passes the set-up check, then goes bad
+        original(self, spec)
+        (image_folder / "b.png").write_bytes(b"gone bad")
+
+    monkeypatch.setattr(HOIDataModule, "_setup_predict_images", break_one)
+    main(["predict", "--config", str(TINY_CONF), "--data.init_args.root", str(FIXTURE), *dm_args,
+          "--ckpt_path", str(tiny_ckpt), "--trainer.callbacks+=hoiclip_lightning.inference.HOIPredictionWriter",
+          f"--trainer.callbacks.output_dir={out}"])
+    recs = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [Path(r["file"]).name for r in recs] == ["a.jpg", "c.jpeg"]

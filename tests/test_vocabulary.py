@@ -86,3 +86,38 @@ def test_custom_vocabulary_round_trip_and_errors(tmp_path):
         HOIVocabulary.from_dict(data, source="x.json")
     with pytest.raises(ConfigurationError, match="accepted"):
         HOIVocabulary.builtin("coco")
+
+
+TINY = dict(
+    name="tiny", objects=["person", "cat", "dog"], object_category_ids=[1, 2, 3], verbs=["pet", "feed"],
+    verb_ids=[1, 2], hois=[[0, 1], [0, 2], [1, 2]],
+    hoi_prompts=["a photo of a person petting a cat", "a photo of a person petting a dog",
+                 "a photo of a person feeding a dog"],
+)
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("objects", ["person", "dog", "dog"], r"objects has the duplicate 'dog' at positions 1 and 2"),
+    ("verbs", ["pet", "pet"], r"verbs has the duplicate 'pet' at positions 0 and 1"),
+    # the case: category_id 2 would silently map every cat box to 'dog'
+    ("object_category_ids", [1, 2, 2], r"object_category_ids has the duplicate 2 at positions 1 and 2 "
+                                       r"\(objects 'cat' and 'dog'\)"),
+    ("verb_ids", [7, 7], r"verb_ids has the duplicate 7 at positions 0 and 1 \(verbs 'pet' and 'feed'\)"),
+    ("hoi_prompts", ["a photo of a person petting a cat", "a photo of a person feeding a dog",
+                     "a photo of a person feeding a dog"],
+     r"hoi_prompts has the duplicate 'a photo of a person feeding a dog' at positions 1 and 2"),
+    ("object_prompts", ["a person", "a pet", "a pet", "nothing"], r"object_prompts has the duplicate 'a pet' at "
+                                                                  r"positions 1 and 2"),
+    ("verb_ids", [1, "2"], r"verb_ids\[1\] = '2', expected an integer"),
+])
+def test_vocabulary_duplicates_rejected_naming_file_and_field(tmp_path, field, value, message):
+    path = tmp_path / "vocabulary.json"
+    path.write_text(json.dumps(dict(TINY, **{field: value})))
+    with pytest.raises(AnnotationError, match=rf"{path}: vocabulary 'tiny': {message}"):
+        HOIVocabulary.from_json(path)
+    assert HOIVocabulary.from_dict(dict(TINY)).object_index(2) == 1  # the clean file is accepted
+
+
+def test_several_pseudo_classes_may_share_category_id_minus_one():
+    vocab = HOIVocabulary.from_dict(dict(TINY, object_category_ids=[1, -1, -1]))
+    assert vocab.object_index(-1) is None and vocab.object_index(1) == 0

@@ -220,6 +220,29 @@ class HOIVocabulary:
                  f"got {len(self.object_prompts)}")
         if len(set(self.hois)) != len(self.hois):
             fail("hois contains a duplicate (verb, object) pair")
+        # a repeated name, id or prompt makes two classes indistinguishable (a duplicated category id maps
+        # every box of that id to the later class; a repeated prompt gives two classes one text embedding)
+        for name, values, names in (
+            ("objects", self.objects, None),
+            ("verbs", self.verbs, None),
+            ("object_category_ids", self.object_category_ids, ("objects", self.objects)),
+            ("verb_ids", self.verb_ids, ("verbs", self.verbs)),
+            ("hoi_prompts", self.hoi_prompts, None),
+            ("object_prompts", self.object_prompts, None),
+        ):
+            kind = int if name.endswith("_ids") else str
+            first: dict[Any, int] = {}
+            for i, value in enumerate(values):
+                if not isinstance(value, kind) or isinstance(value, bool):
+                    fail(f"{name}[{i}] = {value!r}, expected {'an integer' if kind is int else 'a string'}")
+                if name == "object_category_ids" and value == -1:
+                    continue  # pseudo-classes that never appear in a file
+                if value in first:
+                    j = first[value]
+                    what = f" ({names[0]} {names[1][j]!r} and {names[1][i]!r})" if names else ""
+                    fail(f"{name} has the duplicate {value!r} at positions {j} and {i}{what}; each entry must be "
+                         "unique")
+                first[value] = i
         for i, (v, o) in enumerate(self.hois):
             if not 0 <= v < len(self.verbs):
                 fail(f"hois[{i}] verb index {v} is outside 0..{len(self.verbs) - 1}")

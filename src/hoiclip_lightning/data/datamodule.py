@@ -33,6 +33,7 @@ from .collate import collate_hoi
 from .datasets import HOIDataset
 from .formats import AnnotationSet, load_annotations, load_verb_object_matrix
 from .global_batch import BatchPlan, plan_global_batch
+from .image_check import VERIFY_IMAGES, ImageChecker, cache_file_for
 from .image_folder import ImageFolderDataset, check_image_files, list_image_files
 from .subsets import (
     SubsetStats,
@@ -107,7 +108,11 @@ class HOIDataModule(L.LightningDataModule):
     ``hoi_train_counts`` / ``rare_hoi_ids_from_train`` are counted on the training records in use
     (after subsampling, before zero-shot filtering).
 
-    All files are read and validated in :meth:`setup`; nothing is checked mid-epoch.
+    All files are read and validated in :meth:`setup`, image files included (``verify_images``): a record
+    whose image is unreadable, cut short or of another size than the record says is an error, or is left
+    out and counted with ``on_bad_record="skip"``. Passed image checks are cached (``image_check_cache``),
+    so a second run opens no image at set-up. An image that still fails to decode mid-epoch raises an error
+    naming it, or (``skip``) is logged, counted and replaced by the next readable record.
 
     Args:
         root: dataset folder.
@@ -140,7 +145,16 @@ class HOIDataModule(L.LightningDataModule):
         clip_image_size: side of the square CLIP view.
         on_bad_record: ``"error"`` (raise) or ``"skip"`` (drop and count bad records / HOIs).
         max_boxes: training images keep only their first ``max_boxes`` boxes (reference quirk D2).
-        check_images: check image files exist (and read sizes) at setup.
+        check_images: check image files at setup (existence, and what ``verify_images`` asks).
+        verify_images: how each image file is checked at setup: ``header`` (the header is readable, the file
+            is complete — JPEG/PNG end markers, a file without one is decoded to decide — and its size agrees
+            with the record's ``width``/``height`` when the record gives them), ``full`` (also decoded in
+            full: finds damage inside the compressed data, at the cost of one decode per image, once) or
+            ``none`` (existence only; the header is read when the record gives no size).
+        image_check_cache: folder of the cache of passed image checks (a JSON file per dataset root, keyed by
+            file path, size and modification time). ``None``: ``$HOICLIP_CACHE_DIR``, else
+            ``$XDG_CACHE_HOME/hoiclip_lightning``, else ``~/.cache/hoiclip_lightning``. Nothing is written
+            into the dataset root; a cache folder that cannot be written only costs the checks again.
         predict_images: images for ``predict``: a folder (its image files) or a text file listing image
             paths; they get the evaluation transforms. ``None``: ``predict`` runs on the test split. With
             it set, ``setup("predict")`` reads neither the dataset root nor its annotations.
@@ -184,6 +198,8 @@ class HOIDataModule(L.LightningDataModule):
         max_boxes: int = 64,
         pin_memory: bool = False,
         check_images: bool = True,
+        verify_images: Literal["header", "full", "none"] = "header",
+        image_check_cache: str | None = None,
         predict_images: str | None = None,
         vcoco_official_dir: str | None = None,
         vcoco_official_split: str = "test",
@@ -198,6 +214,8 @@ class HOIDataModule(L.LightningDataModule):
         if val_split == "test" and val_annotation_file is not None:
             raise ConfigurationError("val_annotation_file is set but val_split='test' would ignore it; use "
                                      "val_split 'auto' or 'val'")
+        if verify_images not in VERIFY_IMAGES:
+            raise ConfigurationError(f"verify_images {verify_images!r} is not supported; accepted: {VERIFY_IMAGES}")
         if on_bad_record not in _BAD_RECORD:
             raise ConfigurationError(f"on_bad_record {on_bad_record!r} is not supported; accepted: {_BAD_RECORD}")
         if not 0.0 < train_fraction <= 1.0:
@@ -235,6 +253,7 @@ class HOIDataModule(L.LightningDataModule):
         self._skip_counts: dict[str, dict[str, int]] = {}
         self._train_set: AnnotationSet | None = None
         self.batch_plan: BatchPlan | None = None
+        self.image_checker: ImageChecker | None = None
 
     # ------------------------------------------------------------------ label space
     @property
@@ -284,10 +303,24 @@ class HOIDataModule(L.LightningDataModule):
 
     @property
     def skip_counts(self) -> dict[str, dict[str, int]]:
-        """Skipped problems per split (``"train"``, ``"val"``, ``"test"``) and reason (``on_bad_record="skip"``)."""
+        """Skipped problems per split (``"train"``, ``"val"``, ``"test"``, ``"predict"``) and reason
+        (``on_bad_record="skip"``)."""
         return {k: dict(v) for k, v in self._skip_counts.items()}
 
     # ------------------------------------------------------------------ files
+    def _checker(self, root: Path) -> ImageChecker | None:
+        """The image checker of this set-up (``None`` when images are not verified); its cache is ``root``'s."""
+        hp = self.hparams
+        if not hp.check_images or hp.verify_images == "none":
+            return None
+        if self.image_checker is None:
+            self.image_checker = ImageChecker(hp.verify_images, cache_file_for(root, hp.image_check_cache))
+        return self.image_checker
+
+    def _save_image_checks(self) -> None:
+        if self.image_checker is not None:
+            self.image_checker.save()
+
     def _annotation_path(self, name: str, required: bool = True) -> Path | None:
         for folder in (self.root / "annotations", self.root):
             if (folder / name).is_file():
@@ -362,6 +395,13 @@ class HOIDataModule(L.LightningDataModule):
             return
         if not self.root.is_dir():
             raise DatasetNotFoundError(f"dataset root not found: {self.root} (format {self.dataset_format})")
+        try:
+            self._setup_splits(stage)
+        finally:
+            self._save_image_checks()  # what passed is remembered even when a later record fails
+
+    def _setup_splits(self, stage: str | None) -> None:
+        hp = self.hparams
         vocab = self.vocabulary
         seen, unseen = self.train_hoi_ids, self.unseen_hoi_ids
         layout = _LAYOUT[self.dataset_format]
@@ -382,7 +422,8 @@ class HOIDataModule(L.LightningDataModule):
             test_path = self._annotation_path(layout["test"])
             test_set = load_annotations(
                 test_path, vocab, self._image_dir("test_images"), self.dataset_format,
-                hp.on_bad_record, check_images=hp.check_images,
+                hp.on_bad_record, check_images=hp.check_images, verify_images=hp.verify_images,
+                image_checker=self._checker(self.root),
             )
             self._skip_counts["test"] = test_set.skipped
             if stage != "predict":
@@ -397,7 +438,7 @@ class HOIDataModule(L.LightningDataModule):
                 test_set.records, vocab, train=False,
                 transform=HOIEvalTransform(hp.test_scale, hp.test_max_size),
                 clip_transform=ClipTransform(hp.clip_image_size), max_boxes=None, return_gt=True,
-                official_gt=official,
+                official_gt=official, on_bad_image=hp.on_bad_record, source=test_path.name,
             )
             log.info("test split: %d images", len(self.test_dataset))
         if stage in (None, "fit", "validate") and self.val_source is None:
@@ -436,12 +477,14 @@ class HOIDataModule(L.LightningDataModule):
                      "selected on the test set", why)
             return
         val_set = load_annotations(path, vocab, self._val_image_dir(), self.dataset_format, hp.on_bad_record,
-                                   check_images=hp.check_images)
+                                   check_images=hp.check_images, verify_images=hp.verify_images,
+                                   image_checker=self._checker(self.root))
         self._skip_counts["val"] = val_set.skipped
         _check_evaluation_split(path, val_set)
         self.val_dataset = HOIDataset(
             val_set.records, vocab, train=False, transform=HOIEvalTransform(hp.test_scale, hp.test_max_size),
             clip_transform=ClipTransform(hp.clip_image_size), max_boxes=None, return_gt=True,
+            on_bad_image=hp.on_bad_record, source=path.name,
         )
         self.val_source = str(path)
         log.info("validation split: %d images from %s", len(self.val_dataset), path)
@@ -450,10 +493,20 @@ class HOIDataModule(L.LightningDataModule):
         """Build :attr:`predict_dataset`; every image header is read now, so a bad file fails here."""
         if self.predict_dataset is not None:
             return
-        files = list_image_files(spec)
-        check_image_files(files)
         hp = self.hparams
-        self.predict_dataset = ImageFolderDataset(files, hp.test_scale, hp.test_max_size, hp.clip_image_size)
+        files = list_image_files(spec)
+        checker = ImageChecker("header" if hp.verify_images == "none" else hp.verify_images,
+                               cache_file_for(Path(spec).parent if Path(spec).is_file() else spec,
+                                              hp.image_check_cache))
+        try:
+            files, skipped = check_image_files(files, hp.verify_images, hp.on_bad_record, checker)
+        finally:
+            checker.save()
+        self._skip_counts["predict"] = skipped
+        if not files:
+            raise DatasetNotFoundError(f"predict_images {spec}: no readable image is left (skipped: {skipped})")
+        self.predict_dataset = ImageFolderDataset(files, hp.test_scale, hp.test_max_size, hp.clip_image_size,
+                                                  on_bad_image=hp.on_bad_record)
         log.info("predict: %d images from %s", len(files), spec)
 
     def _load_train(self, path: Path, vocab: HOIVocabulary, seen: list[int], unseen: list[int],
@@ -462,7 +515,9 @@ class HOIDataModule(L.LightningDataModule):
         check = hp.check_images and build_dataset
         image_dir = self._image_dir("train_images") if check else self.root / _LAYOUT[self.dataset_format][
             "train_images"]
-        train_set = load_annotations(path, vocab, image_dir, self.dataset_format, hp.on_bad_record, check_images=check)
+        train_set = load_annotations(path, vocab, image_dir, self.dataset_format, hp.on_bad_record, check_images=check,
+                                     verify_images=hp.verify_images,
+                                     image_checker=self._checker(self.root) if check else None)
         self._train_set = train_set
         self._skip_counts["train"] = train_set.skipped
         records = train_set.records
@@ -483,7 +538,7 @@ class HOIDataModule(L.LightningDataModule):
             transform=HOITrainTransform(hp.train_scales, hp.train_max_size, hp.crop_resize_scales,
                                         hp.crop_min_size, hp.crop_max_size),
             clip_transform=ClipTransform(hp.clip_image_size), train_hoi_ids=seen, max_boxes=hp.max_boxes,
-            return_gt=False,
+            return_gt=False, on_bad_image=hp.on_bad_record, source=path.name,
         )
         log.info("training split: %d images, %d seen HOI classes", len(self.train_dataset), len(seen))
 

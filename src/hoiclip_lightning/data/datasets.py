@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from typing import Literal
 
 import numpy as np
 import torch
@@ -64,6 +65,17 @@ class HOIDataset(Dataset):
             ``train``.
         official_gt: per record, the official V-COCO ground truth to attach as ``target.gt.vcoco``
             (:func:`~hoiclip_lightning.data.attach_vcoco_official`); ``None``: none.
+        on_bad_image: what an image that cannot be read when a sample is built does (one that the set-up
+            check passed or did not look at): ``"error"`` raises :class:`AnnotationError` naming the annotation
+            file, the record and the image; ``"skip"`` logs it at WARNING, counts it in
+            :attr:`skipped_images` and serves the next readable record in its place. In an evaluation
+            split that stand-in repeats an image id, which the metrics count once, so the bad image is left
+            out of the evaluation.
+        source: the annotation file's name, for messages.
+
+    Attributes:
+        skipped_images: record position -> reason (``missing_image`` / ``unreadable_image``) of the images
+            skipped so far in this process (each DataLoader worker process keeps its own).
     """
 
     def __init__(
@@ -77,7 +89,11 @@ class HOIDataset(Dataset):
         max_boxes: int | None = 64,
         return_gt: bool | None = None,
         official_gt: Sequence[VCOCOGroundTruth] | None = None,
+        on_bad_image: Literal["error", "skip"] = "error",
+        source: str = "",
     ) -> None:
+        if on_bad_image not in ("error", "skip"):
+            raise ValueError(f"on_bad_image {on_bad_image!r} is not supported; accepted: ('error', 'skip')")
         self.records = list(records)
         if official_gt is not None and len(official_gt) != len(self.records):
             raise ValueError(f"official_gt has {len(official_gt)} entries for {len(self.records)} records")
@@ -92,13 +108,42 @@ class HOIDataset(Dataset):
         self._column[ids] = np.arange(len(ids))
         self.max_boxes = max_boxes
         self.return_gt = (not train) if return_gt is None else return_gt
+        self.on_bad_image = on_bad_image
+        self.source = source
+        self.skipped_images: dict[int, str] = {}
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, idx: int) -> Sample:
+    def _describe(self, idx: int) -> str:
         rec = self.records[idx]
-        image = load_image(rec.path)
+        prefix = f"{self.source}: " if self.source else ""
+        return f"{prefix}record {rec.index} (file_name {rec.file_name!r})"
+
+    def __getitem__(self, idx: int) -> Sample:
+        n = len(self.records)
+        for step in range(n):
+            j = (idx + step) % n
+            if j in self.skipped_images:
+                continue
+            try:
+                image = load_image(self.records[j].path)
+            except (AnnotationError, DatasetNotFoundError) as err:
+                if self.on_bad_image == "error":
+                    raise type(err)(
+                        f"{self._describe(j)}: {err}. The set-up check did not catch it (verify_images: full "
+                        "decodes every image at set-up; on_bad_record: skip leaves such images out)") from err
+                reason = "missing_image" if isinstance(err, DatasetNotFoundError) else "unreadable_image"
+                self.skipped_images[j] = reason
+                log.warning("%s: %s; skipped (%s; %d image(s) skipped in this process)", self._describe(j), err,
+                            reason, len(self.skipped_images))
+                continue
+            return self._sample(j, image)
+        raise AnnotationError(f"{self.source or 'dataset'}: no image of the {n} records can be read "
+                              f"(skipped: {len(self.skipped_images)})")
+
+    def _sample(self, idx: int, image: Image.Image) -> Sample:
+        rec = self.records[idx]
         w, h = image.size
         boxes = torch.from_numpy(rec.boxes.copy()).float()
         n = boxes.shape[0]

@@ -14,17 +14,23 @@ without object (mapped to ``vocab.no_object_index``). Every record is checked wh
 ``"skip"`` the bad record (or only the bad HOI) is dropped, every skip is counted by reason and a
 summary is logged at WARNING.
 
+Image files are checked too (``check_images``, at the ``verify_images`` level of
+:mod:`~hoiclip_lightning.data.image_check`): the file must exist, be a readable and complete image, and
+have the size the record gives (``width``/``height`` or ``size``), if it gives one.
+
 Skip reasons (keys of :attr:`AnnotationSet.skipped`): records -- ``malformed_record``,
-``missing_image``, ``unreadable_image``; HOIs -- ``malformed_hoi``, ``hoi_box_out_of_range``,
-``unknown_verb``, ``unknown_combo``, ``hoi_category_mismatch``, ``hoi_uses_bad_box``; boxes -- ``bad_box``
-(outside the image, non-positive area or unknown ``category_id``: the box is kept with label ``-1`` and
-every HOI that uses it is dropped and counted as ``hoi_uses_bad_box``).
+``missing_image``, ``unreadable_image``, ``image_size_mismatch``; HOIs -- ``malformed_hoi``,
+``hoi_box_out_of_range``, ``unknown_verb``, ``unknown_combo``, ``hoi_category_mismatch``,
+``hoi_uses_bad_box``; boxes -- ``bad_box`` (a non-finite coordinate, outside the image, non-positive area
+or unknown ``category_id``: the box is kept with label ``-1`` and every HOI that uses it is dropped and
+counted as ``hoi_uses_bad_box``).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,6 +43,7 @@ from torch import Tensor
 
 from ..errors import AnnotationError, DatasetNotFoundError
 from ..vocabulary import HOIVocabulary
+from .image_check import VERIFY_IMAGES, ImageChecker, ImageCheckError, VerifyImages
 
 log = logging.getLogger(__name__)
 
@@ -101,16 +108,37 @@ class _Checker:
         log.debug("%s: %s: %s (skipped, reason %s)", self.file_label, where, message, reason)
 
 
-def _image_size(entry: dict[str, Any], path: Path) -> tuple[int, int] | None:
-    """``(width, height)`` from the record (``width``/``height`` or ``size``) or the image header."""
-    if "width" in entry and "height" in entry:
-        return int(entry["width"]), int(entry["height"])
+def _pixel_count(value: Any) -> int | None:
+    """A positive whole number of pixels (``640`` or ``640.0``), else ``None``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        return None
+    return int(value) if value >= 1 else None
+
+
+def _record_size(entry: dict[str, Any]) -> tuple[str, Any, tuple[int, int] | None] | None:
+    """The size a record declares: ``(field, raw value, (width, height) or None if malformed)``; ``None``
+    when the record declares none. Fields: ``width``/``height``, or ``size`` as ``[width, height]`` (as PIL
+    reports it) or ``{"width": .., "height": ..}``."""
+    if "width" in entry or "height" in entry:
+        raw = [entry.get("width"), entry.get("height")]
+        w, h = _pixel_count(raw[0]), _pixel_count(raw[1])
+        return "width/height", raw, (w, h) if w is not None and h is not None else None
     if "size" in entry:
-        size = entry["size"]
-        if isinstance(size, dict):
-            return int(size["width"]), int(size["height"])
-        # [width, height] as PIL reports it
-        return int(size[0]), int(size[1])
+        raw = entry["size"]
+        if isinstance(raw, dict):
+            pair = [raw.get("width"), raw.get("height")]
+        elif isinstance(raw, (list, tuple)) and len(raw) == 2:
+            pair = list(raw)
+        else:
+            return "size", raw, None
+        w, h = _pixel_count(pair[0]), _pixel_count(pair[1])
+        return "size", raw, (w, h) if w is not None and h is not None else None
+    return None
+
+
+def _header_size(path: Path) -> tuple[int, int] | None:
     try:
         with Image.open(path) as img:  # reads the header only
             return img.size
@@ -134,6 +162,8 @@ def load_annotations(
     on_bad_record: OnBadRecord = "error",
     check_images: bool = True,
     box_tolerance: float = 1.0,
+    verify_images: VerifyImages = "header",
+    image_checker: ImageChecker | None = None,
 ) -> AnnotationSet:
     """Read and validate an annotation file.
 
@@ -148,6 +178,11 @@ def load_annotations(
             has none). Without it, boxes are only checked for positive area.
         box_tolerance: pixels a box may exceed the image border (HICO-DET boxes are 1-based and may
             touch ``x2 = width``).
+        verify_images: how ``check_images`` examines each file: ``"header"`` (readable, complete, and of
+            the record's size), ``"full"`` (also decoded in full) or ``"none"`` (exists; its header is
+            read only when the record gives no size). See :mod:`~hoiclip_lightning.data.image_check`.
+        image_checker: the checker to use (it carries the cache of passed checks); ``None``: a new one at
+            the ``verify_images`` level, without a cache file. Its mode is used instead of ``verify_images``.
 
     Returns:
         The validated records and the skip counts.
@@ -162,13 +197,18 @@ def load_annotations(
         raise AnnotationError(f"{path.name}: not valid JSON ({err})") from err
     if not isinstance(data, list):
         raise AnnotationError(f"{path.name}: expected a JSON list of image records, got {type(data).__name__}")
+    if verify_images not in VERIFY_IMAGES:
+        raise ValueError(f"verify_images {verify_images!r} is not supported; accepted: {VERIFY_IMAGES}")
+    checker = image_checker
+    if checker is None and check_images and verify_images != "none":
+        checker = ImageChecker(verify_images)
     if dataset_format == "vcoco" and vocab.no_object_index is None:
         log.debug("vocabulary %r has no no_object_index; object_id = -1 will be rejected", vocab.name)
 
     chk = _Checker(path.name, on_bad_record)
     records: list[ImageRecord] = []
     for i, entry in enumerate(data):
-        rec = _parse_record(i, entry, vocab, image_dir, dataset_format, chk, check_images, box_tolerance)
+        rec = _parse_record(i, entry, vocab, image_dir, dataset_format, chk, check_images, box_tolerance, checker)
         if rec is not None:
             records.append(rec)
     skipped = dict(sorted(chk.counts.items()))
@@ -193,6 +233,7 @@ def _parse_record(
     chk: _Checker,
     check_images: bool,
     tol: float,
+    checker: ImageChecker | None = None,
 ) -> ImageRecord | None:
     if not isinstance(entry, dict):
         chk.bad("malformed_record", f"record {i}", f"expected an object, got {type(entry).__name__}")
@@ -212,18 +253,34 @@ def _parse_record(
         return None
 
     img_path = image_dir / file_name
-    width = height = 0
+    declared = _record_size(entry)
+    if declared is not None and declared[2] is None:
+        chk.bad("malformed_record", where, f"{declared[0]} = {declared[1]!r}, expected positive whole numbers of "
+                "pixels (width, height)")
+        return None
+    width, height = declared[2] if declared is not None else (0, 0)  # type: ignore[misc]
     if check_images:
         if not img_path.is_file():
             chk.bad("missing_image", where, f"image file not found: {img_path}")
             return None
-        size = _image_size(entry, img_path)
-        if size is None:
-            chk.bad("unreadable_image", where, f"cannot read the image header of {img_path}")
-            return None
-        width, height = size
-    elif "width" in entry or "size" in entry:
-        width, height = _image_size(entry, img_path) or (0, 0)
+        if checker is not None:
+            try:
+                actual = checker.check(img_path)
+            except ImageCheckError as err:
+                chk.bad("unreadable_image", where, f"image file {img_path}: {err}")
+                return None
+            if declared is not None and actual != (width, height):
+                chk.bad("image_size_mismatch", where,
+                        f"{declared[0]} = {declared[1]!r} ({width}x{height}), but the image file {img_path} is "
+                        f"{actual[0]}x{actual[1]} pixels")
+                return None
+            width, height = actual
+        elif declared is None:
+            size = _header_size(img_path)
+            if size is None:
+                chk.bad("unreadable_image", where, f"cannot read the image header of {img_path}")
+                return None
+            width, height = size
 
     boxes = np.zeros((len(anns), 4), dtype=np.float32)
     labels = np.full((len(anns),), -1, dtype=np.int64)
@@ -237,6 +294,10 @@ def _parse_record(
             chk.bad("bad_box", where, f"annotations[{k}].bbox = {bbox!r}, expected [x1, y1, x2, y2]")
             continue
         x1, y1, x2, y2 = (float(v) for v in bbox)
+        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+            chk.bad("bad_box", where, f"annotations[{k}].bbox = {bbox}, expected finite coordinates (no NaN or "
+                    "infinity)")
+            continue
         boxes[k] = (x1, y1, x2, y2)
         if x2 <= x1 or y2 <= y1:
             chk.bad("bad_box", where, f"annotations[{k}].bbox = {bbox}, expected x2 > x1 and y2 > y1 (positive area)")

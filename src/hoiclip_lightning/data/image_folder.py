@@ -5,6 +5,10 @@ Each sample has the layout of the evaluation split (``image [3, H, W]``, ``clip_
 model's ``predict_step`` work unchanged. The target carries no pair (``N = 0``); only ``image_id`` (the
 position in the list), ``orig_size``, ``size`` and ``file_name`` (the image path) are filled.
 
+Unlike annotated images, whose boxes are given in the stored pixel frame, these images are turned upright
+by their EXIF orientation tag (:func:`open_upright`), as a photo viewer shows them: predicted boxes and
+``orig_size`` are in that upright frame.
+
 Examples:
     >>> import tempfile
     >>> from pathlib import Path
@@ -19,17 +23,22 @@ Examples:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from ..errors import AnnotationError, DatasetNotFoundError
 from ..structures import HOITarget
+from .image_check import ImageChecker, ImageCheckError, VerifyImages
 from .transforms import ClipTransform, HOIEvalTransform, to_normalized_tensor
+
+log = logging.getLogger(__name__)
 
 #: file suffixes taken from a folder (case-insensitive); a list file may name any image PIL can read
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -79,33 +88,63 @@ def list_image_files(spec: str | Path) -> list[Path]:
     return files
 
 
-def check_image_files(files: Sequence[Path]) -> list[tuple[int, int]]:
-    """Open every image header; ``(width, height)`` per file.
+def check_image_files(
+    files: Sequence[Path],
+    verify_images: VerifyImages = "header",
+    on_bad_image: Literal["error", "skip"] = "error",
+    checker: ImageChecker | None = None,
+) -> tuple[list[Path], dict[str, int]]:
+    """Check every image file (see :mod:`~hoiclip_lightning.data.image_check`).
+
+    Args:
+        files: the image paths.
+        verify_images: ``"header"`` (readable and complete), ``"full"`` (decoded in full) or ``"none"``
+            (the header is read).
+        on_bad_image: ``"error"`` raises on the first bad file; ``"skip"`` leaves it out, logs it at WARNING
+            and counts it.
+        checker: the checker to use (with its cache); ``None``: a new one at ``verify_images``.
+
+    Returns:
+        The files that passed, in order, and the skip counts (``{"unreadable_image": n}`` or ``{}``).
 
     Raises:
-        AnnotationError: a file that PIL cannot identify (the message names it).
+        DatasetNotFoundError: a file is missing.
+        AnnotationError: a file fails the check (``on_bad_image="error"``; the message names it).
     """
-    sizes = []
+    if checker is None:
+        checker = ImageChecker("header" if verify_images == "none" else verify_images)
+    kept: list[Path] = []
+    bad = 0
     for file in files:
         try:
-            with Image.open(file) as img:
-                img.verify()
-            with Image.open(file) as img:
-                sizes.append(img.size)
+            checker.check(file)
         except FileNotFoundError as err:
             raise DatasetNotFoundError(f"image file not found: {file}") from err
-        except Exception as err:  # noqa: BLE001 - PIL raises many types for broken files
-            raise AnnotationError(f"cannot read image {file}: {err}") from err
-    return sizes
+        except ImageCheckError as err:
+            if on_bad_image == "error":
+                raise AnnotationError(f"image file {file}: {err}") from err
+            bad += 1
+            log.warning("image file %s: %s; skipped (unreadable_image)", file, err)
+            continue
+        kept.append(Path(file))
+    if bad:
+        log.warning("predict images: skipped %d unreadable image(s) of %d", bad, len(files))
+    return kept, ({"unreadable_image": bad} if bad else {})
 
 
-def _open_rgb(path: Path) -> Image.Image:
+def open_upright(path: str | Path) -> Image.Image:
+    """Open an image file as RGB, turned upright by its EXIF orientation tag (if it has one).
+
+    Raises:
+        DatasetNotFoundError: the file is missing.
+        AnnotationError: the file cannot be decoded (the message names it).
+    """
     try:
         with Image.open(path) as img:
-            return img.convert("RGB")
+            return ImageOps.exif_transpose(img).convert("RGB")
     except FileNotFoundError as err:
         raise DatasetNotFoundError(f"image file not found: {path}") from err
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:  # noqa: BLE001 - PIL raises many types for broken files
         raise AnnotationError(f"cannot decode image {path}: {err}") from err
 
 
@@ -143,17 +182,45 @@ class ImageFolderDataset(Dataset):
         test_scale: short side after the evaluation resize.
         max_size: long-side limit of the evaluation resize.
         clip_image_size: side S of the square CLIP view.
+        on_bad_image: an image that cannot be read when its sample is built (it passed the set-up check):
+            ``"error"`` raises :class:`AnnotationError` naming it; ``"skip"`` logs it at WARNING, counts it in
+            :attr:`skipped_images` and serves the next readable image in its place (its image id repeats,
+            and :class:`~hoiclip_lightning.inference.HOIPredictionWriter` writes each image id once).
+
+    Attributes:
+        skipped_images: position -> reason of the images skipped so far in this process.
     """
 
     def __init__(self, files: Sequence[str | Path], test_scale: int = 800, max_size: int = 1333,
-                 clip_image_size: int = 224) -> None:
+                 clip_image_size: int = 224, on_bad_image: Literal["error", "skip"] = "error") -> None:
+        if on_bad_image not in ("error", "skip"):
+            raise ValueError(f"on_bad_image {on_bad_image!r} is not supported; accepted: ('error', 'skip')")
         self.files = [Path(f) for f in files]
         self.transform = HOIEvalTransform(test_scale, max_size)
         self.clip_transform = ClipTransform(clip_image_size)
+        self.on_bad_image = on_bad_image
+        self.skipped_images: dict[int, str] = {}
 
     def __len__(self) -> int:
         return len(self.files)
 
     def __getitem__(self, idx: int) -> tuple[Tensor, Tensor, HOITarget]:
-        path = self.files[idx]
-        return eval_sample(_open_rgb(path), self.transform, self.clip_transform, idx, str(path))
+        n = len(self.files)
+        for step in range(n):
+            j = (idx + step) % n
+            if j in self.skipped_images:
+                continue
+            path = self.files[j]
+            try:
+                image = open_upright(path)
+            except (AnnotationError, DatasetNotFoundError) as err:
+                if self.on_bad_image == "error":
+                    raise type(err)(f"predict image {j}: {err}. The set-up check did not catch it (verify_images: "
+                                    "full decodes every image at set-up)") from err
+                self.skipped_images[j] = "missing_image" if isinstance(err, DatasetNotFoundError) else \
+                    "unreadable_image"
+                log.warning("predict image %d: %s; skipped (%d image(s) skipped in this process)", j, err,
+                            len(self.skipped_images))
+                continue
+            return eval_sample(image, self.transform, self.clip_transform, j, str(path))
+        raise AnnotationError(f"no predict image of the {n} can be read")

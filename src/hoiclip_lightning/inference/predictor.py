@@ -13,6 +13,10 @@ Example::
 The images get the evaluation transforms of the checkpoint's datamodule (``test_scale``,
 ``test_max_size``, ``clip_image_size`` from its saved hyper-parameters) and go through the module's own
 ``predict_step``, so the triplets equal those of ``hoiclip predict`` with the same batch composition.
+
+Image files (and PIL images) are turned upright by their EXIF orientation tag first, as photo viewers and
+``hoiclip predict`` show them: a phone photo stored sideways with an orientation tag gives boxes, ``width``
+and ``height`` in the upright frame (``exif_transpose=False`` keeps the stored frame).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from PIL import Image
+from PIL import Image, ImageOps
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
@@ -75,9 +79,11 @@ class HOIDetector:
         clip_image_size: side of the CLIP view (default: the CLIP model's input size).
         device: where to run (default: CUDA when available, else CPU).
         batch_size: images per forward pass in :meth:`predict`.
+        exif_transpose: turn image files and PIL images upright by their EXIF orientation tag (boxes are then
+            in the upright frame, as a photo viewer shows the image); ``False``: use the stored pixels.
 
     Attributes:
-        module, vocabulary, device, batch_size, transform, clip_transform.
+        module, vocabulary, device, batch_size, transform, clip_transform, exif_transpose.
     """
 
     def __init__(
@@ -88,6 +94,7 @@ class HOIDetector:
         clip_image_size: int | None = None,
         device: str | torch.device | None = None,
         batch_size: int = 8,
+        exif_transpose: bool = True,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -99,6 +106,7 @@ class HOIDetector:
         self.transform = HOIEvalTransform(test_scale, test_max_size)
         self.clip_transform = ClipTransform(size)
         self.batch_size = batch_size
+        self.exif_transpose = exif_transpose
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -108,6 +116,7 @@ class HOIDetector:
         device: str | torch.device | None = None,
         vocabulary: str | Path | HOIVocabulary | None = None,
         batch_size: int = 8,
+        exif_transpose: bool = True,
     ) -> HOIDetector:
         """Load a ``.ckpt`` written by ``hoiclip fit`` or ``hoiclip convert-official``.
 
@@ -123,6 +132,7 @@ class HOIDetector:
                 must have the same label space (HOI classes, object and verb counts); a different label
                 space needs new text classifiers and is refused.
             batch_size: images per forward pass in :meth:`predict`.
+            exif_transpose: turn images upright by their EXIF orientation tag (see the class).
 
         Raises:
             CheckpointError: unreadable checkpoint, a state dict that does not fit the saved architecture,
@@ -170,31 +180,48 @@ class HOIDetector:
             clip_image_size=dm.get("clip_image_size"),
             device=device,
             batch_size=batch_size,
+            exif_transpose=exif_transpose,
         )
 
     # ------------------------------------------------------------------ inputs
-    @staticmethod
-    def _to_pil(image: ImageInput, index: int) -> tuple[Image.Image, str]:
-        """RGB PIL image and its file name (``""`` for in-memory inputs)."""
+    def _upright(self, image: Image.Image) -> Image.Image:
+        return ImageOps.exif_transpose(image) if self.exif_transpose else image
+
+    def _to_pil(self, image: ImageInput, index: int) -> tuple[Image.Image, str]:
+        """RGB PIL image (upright by its EXIF orientation unless ``exif_transpose`` is off) and its file name
+        (``""`` for in-memory inputs)."""
         if isinstance(image, Image.Image):
-            return image.convert("RGB"), ""
+            if image.width < 1 or image.height < 1:
+                raise ValueError(f"input {index}: the PIL image is empty ({image.width}x{image.height} pixels)")
+            return self._upright(image).convert("RGB"), ""
         if isinstance(image, (str, Path)):
             path = Path(image)
             if not path.is_file():
                 raise FileNotFoundError(f"input {index}: image file not found: {path}")
             try:
                 with Image.open(path) as img:
-                    return img.convert("RGB"), str(path)
+                    pil = self._upright(img).convert("RGB")
             except Exception as err:  # noqa: BLE001
                 raise ValueError(f"input {index}: cannot decode image {path}: {err}") from err
+            if pil.width < 1 or pil.height < 1:
+                raise ValueError(f"input {index}: image file {path} is empty ({pil.width}x{pil.height} pixels)")
+            return pil, str(path)
         if isinstance(image, Tensor):
             if image.dim() != 3 or image.shape[0] != 3:
                 raise ValueError(f"input {index}: expected an image tensor [3, H, W], got shape {tuple(image.shape)}")
+            if image.shape[1] < 1 or image.shape[2] < 1:
+                raise ValueError(f"input {index}: the image tensor is empty (shape {tuple(image.shape)}); expected "
+                                 "[3, H, W] with H, W >= 1")
             t = image.detach().cpu()
             if t.dtype == torch.uint8:
                 return TF.to_pil_image(t), ""
             if not t.is_floating_point():
                 raise ValueError(f"input {index}: image tensor must be uint8 or float, got {t.dtype}")
+            finite = torch.isfinite(t)
+            if not bool(finite.all()):
+                bad = int((~finite).sum())
+                raise ValueError(f"input {index}: the float image tensor holds {bad} non-finite value(s) (NaN or "
+                                 f"infinity) of {t.numel()}; expected RGB values in [0, 1]")
             lo, hi = float(t.min()), float(t.max())
             if lo < 0.0 or hi > 1.0:
                 raise ValueError(
@@ -218,10 +245,17 @@ class HOIDetector:
 
         Returns:
             One :class:`ImageDetections` (single input) or a list (list input), boxes in the original
-            image's pixels, triplets sorted by descending score.
+            image's pixels (upright by EXIF orientation, see the class), triplets sorted by descending score.
+
+        Raises:
+            FileNotFoundError: a path that does not exist.
+            ValueError: an input that cannot be used: a file that does not decode, an empty image (no pixels),
+                a float tensor with NaN or infinite values or values outside [0, 1], a tensor not ``[3, H, W]``
+                (the message names the input's position).
+            TypeError: an input of another type.
         """
         single = not isinstance(images, (list, tuple))
-        inputs = [images] if single else list(images)
+        inputs = [images] if single else list(images)  # an empty list gives an empty list
         results: list[ImageDetections] = []
         for start in range(0, len(inputs), self.batch_size):
             chunk = inputs[start : start + self.batch_size]

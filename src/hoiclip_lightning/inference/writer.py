@@ -18,7 +18,7 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..errors import ConfigurationError
 from ..structures import HOIBatch, HOIPrediction
@@ -35,7 +35,9 @@ class HOIPredictionWriter(BasePredictionWriter):
     Output (in ``output_dir``): ``predictions.jsonl`` (``predictions.rank<r>.jsonl`` per process under
     multi-GPU runs), one :meth:`ImageDetections.to_dict` record per image in loader order, and with
     ``draw`` a ``drawn/<image stem>.jpg`` per image (``<stem>_<image id>.jpg`` when two images share a
-    stem).
+    stem). Each image id is written once: an image that could not be read mid-run (``on_bad_record: skip``)
+    has its place taken by the next image, whose repeat is not written again. Images of ``predict_images``
+    are drawn upright (EXIF orientation), the frame of their boxes.
 
     Args:
         output_dir: folder for the outputs (created).
@@ -69,6 +71,7 @@ class HOIPredictionWriter(BasePredictionWriter):
         self.min_draw_side = min_draw_side
         self.json_path: Path | None = None
         self._used_stems: set[str] = set()
+        self._written_ids: set[int] = set()
         self.count = 0
 
     # ------------------------------------------------------------------ hooks
@@ -78,6 +81,7 @@ class HOIPredictionWriter(BasePredictionWriter):
         self.json_path = self.output_dir / name
         self.json_path.write_text("")  # a new run replaces the previous file
         self._used_stems = set()
+        self._written_ids = set()
         self.count = 0
         if self.draw:
             (self.output_dir / "drawn").mkdir(exist_ok=True)
@@ -99,13 +103,17 @@ class HOIPredictionWriter(BasePredictionWriter):
         if self.json_path is None:  # write_on_batch_end called outside trainer.predict
             self.on_predict_start(trainer, pl_module)
         records = []
+        upright = getattr(getattr(trainer, "datamodule", None), "predict_dataset", None) is not None
         for pred, target in zip(prediction, batch.targets, strict=True):
+            if int(target.image_id) in self._written_ids:
+                continue  # a stand-in for an image skipped mid-run
+            self._written_ids.add(int(target.image_id))
             path = self._image_path(trainer, target.file_name, int(target.image_id))
             height, width = (int(v) for v in target.orig_size.tolist())
             detections = to_image_detections(pred, vocab, str(path) if path else target.file_name, width, height)
             records.append(detections.to_dict(self.max_triplets, self.score_threshold))
             if self.draw:
-                self._draw(detections, path, int(target.image_id))
+                self._draw(detections, path, int(target.image_id), upright)
         with self.json_path.open("a") as fh:  # type: ignore[union-attr]
             for rec in records:
                 fh.write(json.dumps(rec) + "\n")
@@ -127,12 +135,14 @@ class HOIPredictionWriter(BasePredictionWriter):
                     return path
         return None
 
-    def _draw(self, detections: ImageDetections, path: Path | None, image_id: int) -> None:
+    def _draw(self, detections: ImageDetections, path: Path | None, image_id: int, upright: bool = False) -> None:
         if path is None:
             log.warning("cannot draw %s: image file not found", detections.file)
             return
         with Image.open(path) as img:
-            drawn = draw_triplets(img, detections.triplets, self.draw_topk, self.score_threshold, self.min_draw_side)
+            source = ImageOps.exif_transpose(img) if upright else img
+            drawn = draw_triplets(source, detections.triplets, self.draw_topk, self.score_threshold,
+                                  self.min_draw_side)
         stem = path.stem
         if stem in self._used_stems:
             stem = f"{stem}_{image_id}"
