@@ -74,7 +74,7 @@ def _array(value: Any, key: str, where: str, shape: tuple[int | None, ...], dtyp
             t = value.detach().cpu()
         else:
             t = torch.as_tensor(np.asarray(value))
-        if t.numel() == 0 and len(shape) > 1:
+        if t.numel() == 0 and t.dim() != len(shape):  # e.g. an empty JSON list for [0, 4]
             t = t.reshape(0, *[s or 0 for s in shape[1:]])
         t = t.to(dtype)
     except (TypeError, ValueError, RuntimeError) as err:
