@@ -15,9 +15,10 @@ Printed:
 
 * the dump's size and the time to write it;
 * ``hoiclip evaluate --predictions DUMP --annotations ANNOTATIONS_JSON`` run as a child process
-  (``python -m hoiclip_lightning.cli evaluate``, i.e. with the CLI's Lightning import), and the same run
-  through ``python -m hoiclip_lightning.metrics.evaluate`` (metrics only): wall time, peak resident memory
-  of the child (its own ``ru_maxrss`` from ``wait4``), the command's own split (read / convert / compute) and its table;
+  (``python -m hoiclip_lightning.cli evaluate``, i.e. with the CLI's Lightning import), and with
+  ``--metrics-only-too`` the same run through ``python -m hoiclip_lightning.metrics.evaluate``: wall time, CPU
+  time and peak resident memory of the child (its own ``ru_*`` from ``wait4``; on a loaded machine the CPU
+  time is the steadier figure), the command's own split (read / convert / compute, wall) and its table;
 * as the baseline timed in the same run, ``python -c "import torch"``; then the import time of
   ``from hoiclip_lightning.metrics import HICODetMAP`` in a fresh interpreter and the hoiclip / lightning /
   open_clip modules it imports (best of 3 for both import times).
@@ -77,8 +78,9 @@ def synthetic_dump(annotations: dict, queries: int, per_image: int, seed: int) -
     return preds
 
 
-def run_measured(args: list[str], env: dict, log_dir: Path) -> tuple[float, int, str]:
-    """Wall time, peak resident memory of the child (its own ``ru_maxrss``, bytes) and its stdout."""
+def run_measured(args: list[str], env: dict, log_dir: Path) -> tuple[float, float, int, str]:
+    """Wall time, CPU time (user + system), peak resident memory (its own ``ru_maxrss``, bytes) and stdout
+    of a child process."""
     out_path, err_path = log_dir / "stdout.txt", log_dir / "stderr.txt"
     with out_path.open("w") as out, err_path.open("w") as err:
         t0 = time.perf_counter()
@@ -88,7 +90,7 @@ def run_measured(args: list[str], env: dict, log_dir: Path) -> tuple[float, int,
         proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(args[:5])} ... failed:\n{err_path.read_text()[-3000:]}")
-    return wall, usage.ru_maxrss * 1024, out_path.read_text()
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss * 1024, out_path.read_text()
 
 
 def main() -> None:
@@ -97,6 +99,9 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=64)
     parser.add_argument("--per-image", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reuse-dump", action="store_true", help="keep OUT/results.json if it exists")
+    parser.add_argument("--metrics-only-too", action="store_true",
+                        help="also run python -m hoiclip_lightning.metrics.evaluate (no Lightning import)")
     parser.add_argument("--out", type=Path, default=None, help="folder for the dump and the outputs (default: temp)")
     args = parser.parse_args()
     print(f"machine: {describe_machine()}; load average {os.getloadavg()[0]:.2f}")
@@ -107,21 +112,25 @@ def main() -> None:
     annotations = json.loads(args.annotations.read_text())
     t0 = time.perf_counter()
     dump = out / "results.json"
-    dump.write_text(json.dumps(str({"preds": synthetic_dump(annotations, args.queries, args.per_image, args.seed),
-                                    "gts": []})))
+    if not (args.reuse_dump and dump.is_file()):
+        dump.write_text(json.dumps(str({"preds": synthetic_dump(annotations, args.queries, args.per_image, args.seed),
+                                        "gts": []})))
     print(f"dump: {dump} ({dump.stat().st_size / 2**20:.1f} MiB, {len(annotations['filenames'])} images x "
           f"{args.per_image} triplets, {2 * args.queries} boxes each), written in {time.perf_counter() - t0:.1f} s")
 
-    for label, module in (("hoiclip evaluate (python -m hoiclip_lightning.cli evaluate)", "hoiclip_lightning.cli"),
-                          ("metrics only (python -m hoiclip_lightning.metrics.evaluate)",
-                           "hoiclip_lightning.metrics.evaluate")):
+    runs = [("hoiclip evaluate (python -m hoiclip_lightning.cli evaluate)", "hoiclip_lightning.cli")]
+    if args.metrics_only_too:
+        runs.append(("metrics only (python -m hoiclip_lightning.metrics.evaluate)",
+                     "hoiclip_lightning.metrics.evaluate"))
+    for label, module in runs:
         sub = ["evaluate"] if module.endswith("cli") else []
         cmd = [sys.executable, "-m", module, *sub, "--predictions", str(dump), "--annotations",
                str(args.annotations), "--out", str(out / "eval")]
-        wall, peak, stdout = run_measured(cmd, env, out)
+        wall, cpu, peak, stdout = run_measured(cmd, env, out)
         report = json.loads((out / "eval" / "metrics.json").read_text())
         split = ", ".join(f"{k} {v:.2f} s" for k, v in report["seconds"].items())
-        print(f"\n{label}: wall {wall:.2f} s, peak RSS {peak / 2**20:.0f} MiB; inside: {split}")
+        print(f"\n{label}: wall {wall:.1f} s, CPU {cpu:.1f} s (user + system), peak RSS {peak / 2**20:.0f} MiB; "
+              f"inside (wall): {split}")
         print(stdout.rstrip())
 
     code_torch = "import time; t = time.perf_counter(); import torch; print(time.perf_counter() - t)"
