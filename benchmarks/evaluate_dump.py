@@ -112,11 +112,13 @@ def main() -> None:
     annotations = json.loads(args.annotations.read_text())
     t0 = time.perf_counter()
     dump = out / "results.json"
-    if not (args.reuse_dump and dump.is_file()):
+    reused = args.reuse_dump and dump.is_file()
+    if not reused:
         dump.write_text(json.dumps(str({"preds": synthetic_dump(annotations, args.queries, args.per_image, args.seed),
                                         "gts": []})))
     print(f"dump: {dump} ({dump.stat().st_size / 2**20:.1f} MiB, {len(annotations['filenames'])} images x "
-          f"{args.per_image} triplets, {2 * args.queries} boxes each), written in {time.perf_counter() - t0:.1f} s")
+          f"{args.per_image} triplets, {2 * args.queries} boxes each), "
+          + ("reused" if reused else f"written in {time.perf_counter() - t0:.1f} s"))
 
     runs = [("hoiclip evaluate (python -m hoiclip_lightning.cli evaluate)", "hoiclip_lightning.cli")]
     if args.metrics_only_too:

@@ -159,8 +159,11 @@ def evaluate_files(
         protocol: of :class:`HICODetMAP`: ``official`` or ``reference``.
         zero_shot: a zero-shot split of the vocabulary: adds Seen / Unseen.
         vocabulary: the label space (default: the built-in one of ``dataset``).
-        score_rule, topk, nms: for QPIC-family post-processor outputs (:func:`.predictions_from_qpic`).
-        object_order, pixel_offset: for UPT-family outputs (:func:`.predictions_from_upt`).
+        score_rule: QPIC-family post-processor outputs: see :func:`.predictions_from_qpic`.
+        topk: QPIC-family outputs: triplets kept per image (``None``: all).
+        nms: QPIC-family outputs: ``(threshold, alpha, beta)`` of the triplet NMS, or ``None``.
+        object_order: UPT-family outputs: order of ``objects`` (see :func:`.predictions_from_upt`).
+        pixel_offset: UPT-family outputs: subtracted from every box coordinate.
         batch_size: images per metric update.
     """
     if dataset not in DATASETS:
