@@ -11,6 +11,7 @@ Extra subcommands (each has ``--help``)::
     hoiclip synth --out data/synthetic --seed 0 --num-train 400 --num-test 100 --num-val 100
     hoiclip clip-pretrain --out data/clip/hoiclip_small.pt --synthetic 3000
     hoiclip export-detector runs/detector_pretrain/last.ckpt --out data/detector/synthetic_detector.pt
+    hoiclip evaluate --predictions results.json --annotations test_hico.json
 """
 
 from __future__ import annotations
@@ -24,9 +25,12 @@ import torch
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from .data.datamodule import HOIDataModule
+from .metrics.report import format_metric_table
 from .models.module import HOICLIPModule
 
 log = logging.getLogger(__name__)
+
+__all__ = ["EXTRA_SUBCOMMANDS", "HOICLIPCLI", "format_metric_table", "main"]
 
 
 def _vocabulary_source(datamodule: HOIDataModule) -> str:
@@ -86,29 +90,6 @@ class HOICLIPCLI(LightningCLI):
                 sys.stdout.flush()
 
 
-def format_metric_table(metrics: dict[str, float], prefix: str = "test") -> str:
-    """A paper-style table (rows: plain / with training-free enhancement; columns: Full, Rare, Non-rare,
-    then Known-Object and Seen/Unseen when present) from logged metric values."""
-    columns = [("mAP_full", "Full"), ("mAP_rare", "Rare"), ("mAP_non_rare", "Non-rare"),
-               ("mAP_full_ko", "Full KO"), ("mAP_rare_ko", "Rare KO"), ("mAP_non_rare_ko", "Non-rare KO"),
-               ("mAP_unseen", "Unseen"), ("mAP_seen", "Seen"),
-               ("mAP_role_s1", "Role AP S1"), ("mAP_role_s2", "Role AP S2")]
-    rows = []
-    for label, pre in (("HOICLIP", f"{prefix}/"), ("HOICLIP + TFE", f"{prefix}/tfe/")):
-        if any(pre + key in metrics for key, _ in columns):
-            rows.append((label, pre))
-    if not rows:
-        return ""
-    present = [(key, name) for key, name in columns if any(pre + key in metrics for _, pre in rows)]
-    header = f"| {'model':<14} | " + " | ".join(f"{name:>11}" for _, name in present) + " |"
-    sep = "|" + "-" * 16 + "|" + "|".join("-" * 13 for _ in present) + "|"
-    lines = [f"HOI detection mAP ({prefix} split)", header, sep]
-    for label, pre in rows:
-        cells = [f"{metrics[pre + key]:>11.2f}" if pre + key in metrics else f"{'-':>11}" for key, _ in present]
-        lines.append(f"| {label:<14} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
 # ---------------------------------------------------------------------- extra subcommands
 def _synth(argv: list[str]) -> None:
     from .data.synthetic import generate_synthetic_dataset
@@ -163,6 +144,8 @@ EXTRA_SUBCOMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
                         "write a trained checkpoint's detector as a detr_checkpoint file (synthetic DETR analogue)"),
     "sweep": (lambda argv: __import__("hoiclip_lightning.sweep", fromlist=["main"]).main(argv),
               "train + test a config over training-data fractions locally (summary table and plot)"),
+    "evaluate": (lambda argv: __import__("hoiclip_lightning.metrics.evaluate", fromlist=["main"]).main(argv) and None,
+                 "score another code base's prediction dump (QPIC family, UPT family, hoiclip predict)"),
     "convert-official": (lambda argv: __import__("hoiclip_lightning.interop.official", fromlist=["main"]).main(argv),
                          "convert a released HOICLIP checkpoint (.pth) into a .ckpt"),
 }

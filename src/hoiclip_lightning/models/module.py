@@ -17,9 +17,7 @@ explicitly (they must match the datamodule's, which is checked at ``setup``).
 
 from __future__ import annotations
 
-import csv
 import logging
-import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,6 +26,7 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info
 
 from ..errors import CheckpointError, ConfigurationError, NonFiniteLossError
+from ..metrics.report import write_per_class_ap
 from ..structures import HOIBatch, HOIPrediction
 from ..vocabulary import HOIVocabulary
 from .config import HOICLIPConfig, LossConfig, OptimizerConfig, PostProcessConfig
@@ -457,17 +456,9 @@ class HOICLIPModule(L.LightningModule):
         out_dir = Path(self.per_class_ap_dir or (self.trainer.log_dir or "."))
         out_dir.mkdir(parents=True, exist_ok=True)
         counts = self.hoi_train_counts
-        path = out_dir / "per_class_ap.csv"
-        rare = set(self.vocab.rare_hois)
-        unseen = set(self.vocab.unseen_hois(self.zero_shot))
-        with path.open("w", newline="") as fh:
-            writer = csv.writer(fh)
-            writer.writerow(["hoi_id", "verb", "object", "prompt", "train_instances", "rare", "unseen", "ap"])
-            for c, (v, o) in enumerate(self.vocab.hois):
-                n = int(counts[c]) if counts is not None else ""
-                apc = float(ap[c]) if not math.isnan(float(ap[c])) else ""
-                writer.writerow([c, self.vocab.verbs[v], self.vocab.objects[o], self.vocab.hoi_prompts[c], n,
-                                 int(c in rare), int(c in unseen), apc])
+        path = write_per_class_ap(out_dir / "per_class_ap.csv", self.vocab, ap.tolist(),
+                                  unseen_hois=self.vocab.unseen_hois(self.zero_shot),
+                                  train_counts=None if counts is None else counts.tolist())
         rank_zero_info(f"per-class AP written to {path}")
         if counts is not None:
             try:
