@@ -89,8 +89,6 @@ class HOICLIPModule(L.LightningModule):
         per_class_ap_dir: str | None = None,
     ) -> None:
         super().__init__()
-        from .hoiclip import HOICLIP
-
         self.net_config = net or HOICLIPConfig()
         self.loss_config = loss or LossConfig()
         self.postprocess_config = postprocess or PostProcessConfig()
@@ -102,9 +100,16 @@ class HOICLIPModule(L.LightningModule):
         self.rare_from_training_file = rare_from_training_file
         self.per_class_ap_dir = per_class_ap_dir
 
-        self.model = HOICLIP(self.vocab, zero_shot=zero_shot, config=self.net_config)
+        self.model = self.build_model()
         self._build_label_space_parts()
         self.hoi_train_counts: torch.Tensor | None = None
+
+    def build_model(self) -> torch.nn.Module:
+        """The network, from ``self.vocab``, ``self.zero_shot`` and ``self.net_config`` (a subclass such as
+        :class:`~hoiclip_lightning.models.GENVLKTModule` builds another one)."""
+        from .hoiclip import HOICLIP
+
+        return HOICLIP(self.vocab, zero_shot=self.zero_shot, config=self.net_config)
 
     def _build_label_space_parts(self) -> None:
         """Criterion, post-processor and metrics for the current vocabulary and zero-shot split."""
