@@ -175,9 +175,11 @@ def infer_genvlkt_config(state: dict[str, Tensor], args: argparse.Namespace | No
     if q is None or lin is None or fc is None:
         raise CheckpointError("the checkpoint lacks query_embed_h.weight, transformer.encoder.layers.0.* or "
                               "hoi_class_fc.0.weight: not a GEN-VLKT checkpoint (with CLIP-text classifiers)")
-    backbones = {2: "resnet34", 6: "resnet50", 23: "resnet101"}
+    bottleneck = _BACKBONE + "layer3.0.conv3.weight" in state
+    backbones = {(False, 1): "resnet10", (False, 2): "resnet18", (False, 6): "resnet34", (True, 6): "resnet50",
+                 (True, 23): "resnet101"}
     layer3 = _count_layers(state, _BACKBONE + "layer3.")
-    if layer3 not in backbones:
+    if (bottleneck, layer3) not in backbones:
         raise CheckpointError(f"unknown ResNet depth ({layer3} blocks in layer3)")
     embed = int(fc.shape[0])
     clip_names = {512: "ViT-B-32", 768: "ViT-L-14"}
@@ -191,7 +193,7 @@ def infer_genvlkt_config(state: dict[str, Tensor], args: argparse.Namespace | No
     if dec != inter:
         raise CheckpointError(f"{dec} instance-decoder layers but {inter} interaction-decoder layers")
     return GENVLKTConfig(
-        backbone=backbones[layer3], hidden_dim=int(q.shape[1]), nheads=int(getattr(args, "nheads", 8) or 8),
+        backbone=backbones[(bottleneck, layer3)], hidden_dim=int(q.shape[1]), nheads=int(getattr(args, "nheads", 8) or 8),
         dim_feedforward=int(lin.shape[0]), dropout=float(getattr(args, "dropout", 0.1) if args else 0.1),
         enc_layers=_count_layers(state, "transformer.encoder.layers."), dec_layers=dec, num_queries=int(q.shape[0]),
         detr_checkpoint=None, clip_model=clip_model, clip_pretrained="openai",
