@@ -119,8 +119,8 @@ def test_criterion_adds_the_mimic_term_per_layer_with_its_weight():
     gen = torch.Generator().manual_seed(0)
 
     def layer(feat):
-        return HOIOutputs(torch.rand(1, 2, 4, generator=gen) * 0.4 + 0.3, torch.rand(1, 2, 4, generator=gen) * 0.4 + 0.3,
-                          torch.randn(1, 2, 4, generator=gen), torch.randn(1, 2, 6, generator=gen),
+        boxes = [torch.rand(1, 2, 4, generator=gen) * 0.4 + 0.3 for _ in range(2)]
+        return HOIOutputs(*boxes, torch.randn(1, 2, 4, generator=gen), torch.randn(1, 2, 6, generator=gen),
                           mimic_features=feat)
 
     last, aux = layer(torch.tensor([[[1.0, 2.0], [3.0, 0.0]]])), layer(torch.tensor([[[1.0, 3.0], [1.0, 3.0]]]))
@@ -199,7 +199,8 @@ def test_architecture_inferred_from_released_shapes():
     for dec in ("instance_decoder", "interaction_decoder"):
         state |= {f"transformer.{dec}.layers.{i}.linear1.weight": z(1) for i in range(3)}
     cfg = infer_genvlkt_config(state)
-    assert (cfg.backbone, cfg.hidden_dim, cfg.num_queries, cfg.enc_layers, cfg.dec_layers) == ("resnet50", 256, 64, 6, 3)
+    got = (cfg.backbone, cfg.hidden_dim, cfg.num_queries, cfg.enc_layers, cfg.dec_layers)
+    assert got == ("resnet50", 256, 64, 6, 3)
     assert (cfg.clip_model, cfg.clip_pretrained, cfg.text_classifier_bias) == ("ViT-B-32", "openai", True)
     del state["transformer.interaction_decoder.layers.2.linear1.weight"]
     with pytest.raises(CheckpointError, match="3 instance-decoder layers but 2 interaction-decoder layers"):
@@ -224,9 +225,8 @@ def test_quickstart_command_with_the_genvlkt_model_config(monkeypatch):
 
 def test_module_trains_and_overfits_four_images(tmp_path):
     """A tiny GENVLKTModule fits 4 synthetic images: the loss and the mimic loss fall, classes are learned."""
-    from test_module_learning import evaluate, make_eight_images, overfit
-
     from hoiclip_lightning.models import OptimizerConfig, PostProcessConfig
+    from test_module_learning import evaluate, make_eight_images, overfit
 
     vocab, batch = make_eight_images(tmp_path)
     batch.images, batch.pixel_mask, batch.clip_images = batch.images[:4], batch.pixel_mask[:4], batch.clip_images[:4]

@@ -107,7 +107,7 @@ def convert_genvlkt_state_dict(
     own = model.state_dict()
     report = ConversionReport(source=source)
     converted: dict[str, Tensor] = {}
-    unexpected, mismatched = [], []
+    unexpected, mismatched, misshapen = [], [], set()
     mapped: Counter[str] = Counter()
     for key, value in official.items():
         target = genvlkt_to_ours(key)
@@ -115,13 +115,14 @@ def convert_genvlkt_state_dict(
             unexpected.append(key if isinstance(value, Tensor) else f"{key} (not a tensor)")
         elif tuple(value.shape) != tuple(own[target].shape):
             mismatched.append(f"{key}: checkpoint {tuple(value.shape)} vs model {tuple(own[target].shape)}")
+            misshapen.add(target)
         else:
             if value.dtype != own[target].dtype:
                 cast = f"{_dtype_name(value.dtype)}->{_dtype_name(own[target].dtype)}"
                 report.cast[cast] = report.cast.get(cast, 0) + 1
             converted[target] = value.detach().to(own[target].dtype).clone()
             mapped[_group(target)] += 1
-    missing = [k for k in own if k not in converted and not k.startswith(MODEL_SIDE_PREFIXES)]
+    missing = [k for k in own if k not in converted and k not in misshapen and not k.startswith(MODEL_SIDE_PREFIXES)]
     if unexpected or missing or mismatched:
         parts = [f"{len(missing)} model key(s) missing from the checkpoint: {missing}"] if missing else []
         if unexpected:
@@ -134,8 +135,9 @@ def convert_genvlkt_state_dict(
             "split, text_classifier_bias)."
         )
     report.mapped = {name: mapped[name] for name, _ in (*GROUPS, ("other", ())) if mapped[name]}
+    cfg = getattr(model, "config", None)
     report.computed.append("clip.model.* and hoi_text_embeds: kept from the model's CLIP "
-                           f"({getattr(model.config, 'clip_model', '?')}, {getattr(model.config, 'clip_pretrained', '?')})")
+                           f"({getattr(cfg, 'clip_model', '?')}, {getattr(cfg, 'clip_pretrained', '?')})")
     return converted, report
 
 
@@ -193,7 +195,8 @@ def infer_genvlkt_config(state: dict[str, Tensor], args: argparse.Namespace | No
     if dec != inter:
         raise CheckpointError(f"{dec} instance-decoder layers but {inter} interaction-decoder layers")
     return GENVLKTConfig(
-        backbone=backbones[(bottleneck, layer3)], hidden_dim=int(q.shape[1]), nheads=int(getattr(args, "nheads", 8) or 8),
+        backbone=backbones[(bottleneck, layer3)], hidden_dim=int(q.shape[1]),
+        nheads=int(getattr(args, "nheads", 8) or 8),
         dim_feedforward=int(lin.shape[0]), dropout=float(getattr(args, "dropout", 0.1) if args else 0.1),
         enc_layers=_count_layers(state, "transformer.encoder.layers."), dec_layers=dec, num_queries=int(q.shape[0]),
         detr_checkpoint=None, clip_model=clip_model, clip_pretrained="openai",
