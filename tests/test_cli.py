@@ -19,7 +19,8 @@ def test_print_config_of_every_experiment_file(config, capsys):
         main(["fit", "--config", str(config), "--print_config"])
     assert exit_info.value.code == 0
     printed = yaml.safe_load(capsys.readouterr().out)
-    assert printed["model"]["class_path"] == "hoiclip_lightning.models.HOICLIPModule"
+    expected = "GENVLKTModule" if config.name.startswith("genvlkt_") else "HOICLIPModule"
+    assert printed["model"]["class_path"] == f"hoiclip_lightning.models.{expected}"
     assert printed["data"]["class_path"] == "hoiclip_lightning.data.HOIDataModule"
     assert "net" in printed["model"]["init_args"]
 

@@ -171,6 +171,9 @@ class HOIOutputs:
             head on the encoder memory (object classes, "subject human", verbs); ``None`` when off.
         dense_valid: ``[B, h, w]`` bool, True on cells of the image (not padding).
         dense_cell_size: ``(cell height, cell width)`` of the feature map in input pixels (the backbone stride).
+        mimic_features: ``[B, Q, E]`` un-normalised interaction features that GEN-VLKT's image-level mimic
+            loss pulls (averaged over queries) towards ``mimic_target``; ``None`` for models without it.
+        mimic_target: ``[B, E]`` CLIP's global image embedding (un-normalised), the mimic loss's target.
     """
 
     sub_boxes: Tensor
@@ -184,6 +187,8 @@ class HOIOutputs:
     dense_logits: Tensor | None = None
     dense_valid: Tensor | None = None
     dense_cell_size: tuple[float, float] | None = None
+    mimic_features: Tensor | None = None
+    mimic_target: Tensor | None = None
 
 
 @dataclass

@@ -129,6 +129,8 @@ class LossConfig:
         dense_verb_loss: the dense loss includes the per-cell verb channels. False supervises only objects and
             subject humans: detector pretraining (``configs/detector_pretrain.yaml``, with
             ``hoi_loss_coef: 0``) then learns boxes and object classes and never sees a verb label.
+        mimic_loss_coef: weight of GEN-VLKT's image-level mimic loss (per decoder layer, 20 in its scripts);
+            only used when the model returns ``mimic_features`` (HOICLIP never does).
     """
 
     cost_hoi: float = 1.0
@@ -143,6 +145,7 @@ class LossConfig:
     focal_alpha: float = 0.5
     dense_loss_coef: float = 1.0
     dense_verb_loss: bool = True
+    mimic_loss_coef: float = 20.0
 
 
 @dataclass

@@ -21,6 +21,10 @@ Per output layer (reference architecture, section 6.2):
   over valid cells and divided by the number of positive entries (at least 1). ``dense_verb_loss: false``
   leaves the verb channels out (detector pretraining without verb labels).
 
+* ``loss_feat_mimic`` (only when the outputs carry ``mimic_features``, GEN-VLKT): :func:`mimic_loss`, the
+  L1 distance between the query-mean of the layer's interaction features and CLIP's image embedding,
+  weighted by ``mimic_loss_coef`` (per layer, auxiliary layers included, as the reference does).
+
 Auxiliary layers use the same losses with an independent matching; their keys get ``_0``, ``_1``, ...
 (first decoder layer first). ``loss`` is the weighted sum of every loss term; ``obj_class_error`` and
 ``hoi_class_error`` (last layer only) are detached and meant for logging.
@@ -69,6 +73,24 @@ def focal_hoi_loss(logits: Tensor, targets: Tensor, alpha: float = 0.5) -> Tenso
     neg_term = (1 - alpha) * p.pow(_FOCAL_GAMMA) * (1 - p).log() * neg
     num_pos = pos.sum()
     return -(pos_term.sum() + neg_term.sum()) / num_pos.clamp(min=1)
+
+
+def mimic_loss(features: Tensor, target: Tensor) -> Tensor:
+    """GEN-VLKT's image-level mimic loss: ``mean |mean_q(features) - target|``.
+
+    Args:
+        features: ``[B, Q, E]`` un-normalised interaction features of one decoder layer.
+        target: ``[B, E]`` CLIP's global image embedding (un-normalised; no gradient flows into it).
+
+    Returns:
+        fp32 scalar: the L1 distance averaged over the ``B * E`` entries (``F.l1_loss``'s mean).
+
+    Example:
+        >>> import torch
+        >>> mimic_loss(torch.tensor([[[1.0, 2.0], [3.0, 0.0]]]), torch.tensor([[0.0, 0.0]]))
+        tensor(1.5000)
+    """
+    return F.l1_loss(features.float().mean(dim=1), target.detach().float())
 
 
 def dense_targets(target: HOITarget, height: int, width: int, cell_size: tuple[float, float],
@@ -309,6 +331,14 @@ class SetCriterion(nn.Module):
                     for k in LOSS_NAMES:
                         losses[f"{k}_{i}"] = aux_losses[k]
                         total = total + self.weights[k] * aux_losses[k]
+            if outputs.mimic_features is not None and outputs.mimic_target is not None:
+                layers = [("loss_feat_mimic", outputs)]
+                if self.aux_loss and outputs.aux:
+                    layers += [(f"loss_feat_mimic_{i}", aux) for i, aux in enumerate(outputs.aux)
+                               if aux.mimic_features is not None]
+                for key, layer in layers:
+                    losses[key] = mimic_loss(layer.mimic_features, outputs.mimic_target)
+                    total = total + self.config.mimic_loss_coef * losses[key]
             if outputs.dense_logits is not None:
                 losses["loss_dense"] = dense_loss(outputs, targets, self.num_obj_classes, self.config.dense_verb_loss)
                 total = total + self.config.dense_loss_coef * losses["loss_dense"]

@@ -106,8 +106,6 @@ class HOICLIPModule(L.LightningModule):
         skip_non_finite_steps: int = 0,
     ) -> None:
         super().__init__()
-        from .hoiclip import HOICLIP
-
         self.net_config = net or HOICLIPConfig()
         self.loss_config = loss or LossConfig()
         self.postprocess_config = postprocess or PostProcessConfig()
@@ -125,9 +123,16 @@ class HOICLIPModule(L.LightningModule):
         self._window_files: list[str] = []  # images of the batches accumulated since the last optimizer step
         self._window_skipped = False  # a batch of the current accumulation window was skipped
 
-        self.model = HOICLIP(self.vocab, zero_shot=zero_shot, config=self.net_config)
+        self.model = self.build_model()
         self._build_label_space_parts()
         self.hoi_train_counts: torch.Tensor | None = None
+
+    def build_model(self) -> torch.nn.Module:
+        """The network, from ``self.vocab``, ``self.zero_shot`` and ``self.net_config`` (a subclass such as
+        :class:`~hoiclip_lightning.models.GENVLKTModule` builds another one)."""
+        from .hoiclip import HOICLIP
+
+        return HOICLIP(self.vocab, zero_shot=self.zero_shot, config=self.net_config)
 
     def _build_label_space_parts(self) -> None:
         """Criterion, post-processor and metrics for the current vocabulary and zero-shot split."""

@@ -1,0 +1,154 @@
+"""GEN-VLKT's transformer: DETR encoder, instance decoder and the guided interaction decoder.
+
+GEN-VLKT (Liao et al., CVPR 2022) decodes interactions from the *detector memory*, not from CLIP tokens
+(that is HOICLIP's change, :class:`~hoiclip_lightning.models.transformer.HOITransformer`). Its interaction
+decoder is a plain post-norm DETR decoder of width D whose queries start at zero and whose query positions
+are *guided embeddings*: for decoder layer l, the mean of human slot i and object slot i of
+instance-decoder layer l. Layer l of the interaction decoder therefore follows layer l of the instance
+decoder, which is why the two decoders must have the same depth.
+
+Notation: B images, Q pair queries, D width, S memory cells, n decoder layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import Tensor, nn
+
+from .transformer import InstanceDecoder, InstanceDecoderLayer, TransformerEncoder
+
+
+class GuidedInteractionDecoder(nn.Module):
+    """Post-norm DETR decoder whose query positions change per layer (GEN-VLKT's interaction decoder).
+
+    Each layer is an :class:`InstanceDecoderLayer` (self-attention, cross-attention to the memory with its
+    positions and padding mask, FFN); every layer's output passes through one shared final LayerNorm.
+
+    Args:
+        d_model: width D.
+        nheads: attention heads.
+        dim_feedforward: FFN hidden width.
+        dropout: dropout rate.
+        num_layers: number of layers n.
+
+    Example:
+        >>> import torch
+        >>> dec = GuidedInteractionDecoder(d_model=16, nheads=2, dim_feedforward=32, dropout=0.0, num_layers=2)
+        >>> memory, pos = torch.randn(1, 6, 16), torch.randn(1, 6, 16)
+        >>> guides = torch.randn(2, 1, 3, 16)  # one [B, Q, D] query position per layer
+        >>> dec(torch.zeros(1, 3, 16), memory, None, pos, guides).shape
+        torch.Size([2, 1, 3, 16])
+    """
+
+    def __init__(self, d_model: int, nheads: int, dim_feedforward: int, dropout: float, num_layers: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(
+            [InstanceDecoderLayer(d_model, nheads, dim_feedforward, dropout) for _ in range(num_layers)]
+        )
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(
+        self, tgt: Tensor, memory: Tensor, memory_key_padding_mask: Tensor | None, pos: Tensor, query_pos: Tensor
+    ) -> Tensor:
+        """Decode.
+
+        Args:
+            tgt: ``[B, Q, D]`` initial content (zeros in GEN-VLKT).
+            memory: ``[B, S, D]``; ``pos`` its positional encoding, same shape.
+            memory_key_padding_mask: ``[B, S]`` bool, True on padding.
+            query_pos: ``[n, B, Q, D]`` one query position per layer (or ``[B, Q, D]`` for all layers).
+
+        Returns:
+            ``[n, B, Q, D]`` every layer's output after the final norm.
+        """
+        outputs = []
+        for i, layer in enumerate(self.layers):
+            layer_pos = query_pos[i] if query_pos.dim() == 4 else query_pos
+            tgt = layer(tgt, memory, memory_key_padding_mask, pos, layer_pos)
+            outputs.append(self.norm(tgt))
+        return torch.stack(outputs)
+
+
+@dataclass
+class GENTransformerOutput:
+    """What :class:`GENTransformer` returns.
+
+    Attributes:
+        h_hs: ``[n, B, Q, D]`` human-slot features of every instance-decoder layer.
+        o_hs: ``[n, B, Q, D]`` object-slot features.
+        inter_hs: ``[n, B, Q, D]`` interaction features of every interaction-decoder layer.
+        memory: ``[B, S, D]`` encoder memory.
+    """
+
+    h_hs: Tensor
+    o_hs: Tensor
+    inter_hs: Tensor
+    memory: Tensor
+
+
+class GENTransformer(nn.Module):
+    """DETR encoder + instance decoder + guided interaction decoder (the reference's ``GEN`` module).
+
+    Sub-module names follow the reference (``encoder``, ``instance_decoder``, ``interaction_decoder``), so
+    its checkpoints load with a prefix mapping. Every weight matrix starts Xavier-uniform, as in DETR.
+
+    Args:
+        d_model: width D.
+        nheads: attention heads of every layer.
+        dim_feedforward: FFN hidden width.
+        dropout: dropout rate.
+        enc_layers: encoder layers.
+        dec_layers: layers of each decoder (the guided embeddings pair them layer by layer).
+
+    Example:
+        >>> import torch
+        >>> t = GENTransformer(d_model=16, nheads=2, dim_feedforward=32, dropout=0.0, enc_layers=1, dec_layers=2)
+        >>> src, pos, mask = torch.randn(1, 16, 2, 3), torch.randn(1, 16, 2, 3), torch.zeros(1, 2, 3, dtype=torch.bool)
+        >>> out = t(src, mask, pos, query_pos=torch.randn(8, 16))  # 4 human + 4 object slots
+        >>> tuple(out.h_hs.shape), tuple(out.inter_hs.shape)
+        ((2, 1, 4, 16), (2, 1, 4, 16))
+    """
+
+    def __init__(
+        self, d_model: int, nheads: int, dim_feedforward: int, dropout: float, enc_layers: int, dec_layers: int
+    ) -> None:
+        super().__init__()
+        self.d_model = d_model
+        self.encoder = TransformerEncoder(d_model, nheads, dim_feedforward, dropout, enc_layers)
+        self.instance_decoder = InstanceDecoder(d_model, nheads, dim_feedforward, dropout, dec_layers)
+        self.interaction_decoder = GuidedInteractionDecoder(d_model, nheads, dim_feedforward, dropout, dec_layers)
+        for param in self.parameters():
+            if param.dim() > 1:
+                nn.init.xavier_uniform_(param)
+
+    def encode(self, src: Tensor, mask: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``src``/``pos`` ``[B, D, h, w]``, ``mask`` ``[B, h, w]`` -> memory ``[B, S, D]``, mask ``[B, S]``,
+        pos ``[B, S, D]``."""
+        src = rearrange(src, "b d h w -> b (h w) d")
+        pos = rearrange(pos, "b d h w -> b (h w) d").to(src.dtype)
+        mask = rearrange(mask, "b h w -> b (h w)")
+        return self.encoder(src, pos, mask), mask, pos
+
+    def decode(self, memory: Tensor, mask: Tensor, pos: Tensor, query_pos: Tensor) -> GENTransformerOutput:
+        """Instance decoder over ``2Q`` slots, then the interaction decoder guided by its layers.
+
+        Args:
+            memory: ``[B, S, D]``; ``mask`` ``[B, S]``; ``pos`` ``[B, S, D]``.
+            query_pos: ``[2Q, D]`` or ``[B, 2Q, D]`` (human slots first, then object slots).
+        """
+        if query_pos.dim() == 2:
+            query_pos = query_pos.unsqueeze(0).expand(memory.shape[0], -1, -1)
+        hs = self.instance_decoder(torch.zeros_like(query_pos), memory, mask, pos, query_pos)  # [n, B, 2Q, D]
+        num_queries = query_pos.shape[1] // 2
+        h_hs, o_hs = hs[:, :, :num_queries], hs[:, :, num_queries:]
+        guides = (h_hs + o_hs) / 2.0  # [n, B, Q, D]: pair i of layer l guides interaction layer l
+        inter_hs = self.interaction_decoder(torch.zeros_like(guides[0]), memory, mask, pos, guides)
+        return GENTransformerOutput(h_hs=h_hs, o_hs=o_hs, inter_hs=inter_hs, memory=memory)
+
+    def forward(self, src: Tensor, mask: Tensor, pos: Tensor, query_pos: Tensor) -> GENTransformerOutput:
+        """Encode ``src`` ``[B, D, h, w]`` (mask ``[B, h, w]``, pos ``[B, D, h, w]``) and decode ``query_pos``."""
+        memory, flat_mask, flat_pos = self.encode(src, mask, pos)
+        return self.decode(memory, flat_mask, flat_pos, query_pos)

@@ -1,0 +1,69 @@
+"""GENVLKTModule: :class:`HOICLIPModule`'s training, evaluation and logging with a :class:`GENVLKT` network.
+
+Everything but the network is shared: the matcher and :class:`SetCriterion` (which adds the image-level
+mimic loss, ``train/loss_feat_mimic``, because GEN-VLKT's outputs carry ``mimic_features``), the
+post-processor, the metrics and the optimiser (its ``clip`` group, at ``lr_clip``, holds the text
+classifiers). In YAML:
+
+.. code-block:: yaml
+
+    model:
+      class_path: hoiclip_lightning.models.GENVLKTModule
+      init_args:
+        net: {backbone: resnet50, clip_model: ViT-B-32, num_queries: 64, dec_layers: 3}
+        loss: {mimic_loss_coef: 20.0}
+        postprocess: {tfe: false}
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from .config import LossConfig, OptimizerConfig, PostProcessConfig
+from .genvlkt import GENVLKT, GENVLKTConfig
+from .module import HOICLIPModule
+
+# checkpoints store the config dataclass; allow-list it for torch.load(weights_only=True)
+torch.serialization.add_safe_globals([GENVLKTConfig])
+
+
+class GENVLKTModule(HOICLIPModule):
+    """Train, validate, test and predict with GEN-VLKT.
+
+    Args:
+        vocabulary, zero_shot, loss, optimizer, metric_protocol, rare_from_training_file, per_class_ap_dir:
+            as for :class:`HOICLIPModule`.
+        net: architecture (:class:`GENVLKTConfig`).
+        postprocess: evaluation scoring; ``None`` gives the reference's (no training-free enhancement,
+            which GEN-VLKT does not have).
+    """
+
+    def __init__(
+        self,
+        vocabulary: str = "hico_det",
+        zero_shot: str = "default",
+        net: GENVLKTConfig | None = None,
+        loss: LossConfig | None = None,
+        postprocess: PostProcessConfig | None = None,
+        optimizer: OptimizerConfig | None = None,
+        metric_protocol: Literal["official", "reference"] = "official",
+        rare_from_training_file: bool = False,
+        per_class_ap_dir: str | None = None,
+    ) -> None:
+        super().__init__(
+            vocabulary=vocabulary,
+            zero_shot=zero_shot,
+            net=net or GENVLKTConfig(),
+            loss=loss,
+            postprocess=postprocess or PostProcessConfig(tfe=False),
+            optimizer=optimizer,
+            metric_protocol=metric_protocol,
+            rare_from_training_file=rare_from_training_file,
+            per_class_ap_dir=per_class_ap_dir,
+        )
+
+    def build_model(self) -> GENVLKT:
+        """A :class:`GENVLKT` for the module's vocabulary, zero-shot split and ``net`` config."""
+        return GENVLKT(self.vocab, zero_shot=self.zero_shot, config=self.net_config)
