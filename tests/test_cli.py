@@ -53,10 +53,52 @@ def test_fit_then_test_on_fixture(tmp_path, capsys, monkeypatch):
     assert curve[1] == "| step | val/mAP_full | val/tfe/mAP_full |"
     assert [row.split("|")[1].strip() for row in curve[3:5]] == ["2", "4"]
     assert "HOI detection mAP (test split)" in out
-    assert "| HOICLIP        |" in out and "| HOICLIP + TFE  |" in out
+    # the test metrics are printed once: our table, not also Lightning's per-metric listing
+    assert out.count("| HOICLIP        |") == 1 and out.count("| HOICLIP + TFE  |") == 1
+    assert out.count("HOI detection mAP (test split)") == 1
+    assert "test/mAP_full" not in out and "Test metric" not in out
     csv_lines = (tmp_path / "per_class_ap.csv").read_text().splitlines()
     assert csv_lines[0].startswith("hoi_id,verb,object,prompt,train_instances")
     assert len(csv_lines) == 1 + 600
+
+
+def test_ckpt_path_last_without_a_checkpoint_fails_loudly(tmp_path, monkeypatch):
+    """`--ckpt_path last` with no last.ckpt stops with an error naming the folder searched (Lightning alone
+    warns and trains from scratch); with one, the run resumes from it."""
+    from hoiclip_lightning.errors import CheckpointNotFoundError
+
+    monkeypatch.chdir(ROOT)
+    run = ["--config", "tests/conf/hico_tiny.yaml", "--trainer.limit_train_batches", "1",
+           "--trainer.limit_val_batches", "0", "--trainer.default_root_dir", str(tmp_path),
+           "--trainer.enable_checkpointing", "true", "--trainer.callbacks+=hoiclip_lightning.callbacks.RunCheckpoint",
+           "--trainer.callbacks.save_last", "true"]
+    folder = tmp_path / "checkpoints"
+    with pytest.raises(CheckpointNotFoundError, match=rf"fit --ckpt_path last: no last checkpoint in {folder}"):
+        main(["fit", *run, "--ckpt_path", "last"])
+    assert not folder.exists()  # nothing was trained
+    with pytest.raises(CheckpointNotFoundError, match="no last checkpoint"):
+        main(["validate", *run, "--ckpt_path", "last"])
+    main(["fit", *run])
+    assert (folder / "last.ckpt").is_file()
+    main(["fit", *run, "--trainer.max_epochs", "2", "--ckpt_path", "last"])  # resumes: one more step
+    import torch
+
+    assert torch.load(folder / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 2
+
+
+def test_quickstart_checkpoints_in_one_folder_with_a_periodic_last():
+    """configs/quickstart.yaml writes every checkpoint to runs/quickstart/checkpoints (the folder the docs
+    name), the best by val/mAP_full and last.ckpt every 200 steps (and at each validation)."""
+    cfg = yaml.safe_load((ROOT / "configs/quickstart.yaml").read_text())
+    trainer = cfg["trainer"]
+    checkpoints = [c for c in trainer["callbacks"] if "Checkpoint" in c["class_path"]]
+    assert {c["class_path"] for c in checkpoints} == {"hoiclip_lightning.callbacks.RunCheckpoint"}
+    assert all("dirpath" not in c["init_args"] for c in checkpoints)  # <default_root_dir>/checkpoints
+    assert trainer["default_root_dir"] == "runs/quickstart"
+    assert [c["init_args"].get("every_n_train_steps") for c in checkpoints] == [None, 200]
+    assert checkpoints[0]["init_args"]["monitor"] == "val/mAP_full" and checkpoints[1]["init_args"]["save_last"]
+    for page in ("docs/inference.md", "docs/getting-started.md", "configs/predict.yaml"):
+        assert "runs/quickstart/checkpoints/last.ckpt" in (ROOT / page).read_text(), page
 
 
 def test_vocabulary_and_zero_shot_are_linked_from_data(tmp_path, monkeypatch):

@@ -147,3 +147,56 @@ def test_configuration_page_documents_every_argument():
     missing = {owner: [n for n in args if f"`{n}`" not in page] for owner, args in names.items()}
     missing = {owner: args for owner, args in missing.items() if args}
     assert not missing, f"docs/configuration.md has no row for: {missing}"
+
+
+def _generator():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gen_configuration_docs", ROOT / "tools/gen_configuration_docs.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_configuration_page_is_what_the_generator_writes():
+    """docs/configuration.md's tables and run summaries are those generated from the code and configs/ (defaults,
+    docstrings, YAML files); after changing any of them run `python tools/gen_configuration_docs.py`."""
+    gen = _generator()
+    page = (DOCS / "configuration.md").read_text()
+    assert gen.render(page) == page, "docs/configuration.md is stale: run `python tools/gen_configuration_docs.py`"
+    # the quickstart as it is: its model and data files, epochs, checkpoints, and the new values they get
+    runs = gen.run_block()
+    quick = runs[: runs.index("**`configs/hico_det.yaml`**")]
+    assert "`configs/model/knowledge_small.yaml`" in quick and "`configs/data/quickstart.yaml`" in quick
+    assert "`max_epochs: 60`" in quick and "`check_val_every_n_epoch: 2`" in quick
+    assert quick.count("`RunCheckpoint`") == 2 and "`every_n_train_steps: 200`" in quick
+
+
+def test_configuration_generator_follows_the_code(tmp_path):
+    """A changed default, a new field and a stale page are all seen (the comparison above can fail)."""
+    import dataclasses
+
+    gen = _generator()
+
+    @dataclasses.dataclass
+    class Example:
+        """An example.
+
+        Attributes:
+            lr: learning rate.
+            steps, warmup: step counts.
+        """
+
+        lr: float = 1e-4
+        steps: int = 10
+        warmup: tuple = (1, 2)
+
+    assert gen.dataclass_table(Example).splitlines()[2:] == [
+        "| `lr` | `1e-4` | learning rate. |", "| `steps`, `warmup` | `10`, `[1, 2]` | step counts. |"]
+    Example.__doc__ = Example.__doc__.replace("            steps, warmup: step counts.\n", "")
+    with pytest.raises(SystemExit, match=r"misses \['steps', 'warmup'\]"):
+        gen.dataclass_table(Example)
+    page = "intro\n<!-- generated:a -->\nold row\n<!-- /generated:a -->\nend\n"
+    assert gen.render(page, {"a": "new row\n"}) == "intro\n<!-- generated:a -->\nnew row\n<!-- /generated:a -->\nend\n"
+    with pytest.raises(SystemExit, match="generated blocks"):
+        gen.render(page, {"a": "x\n", "b": "y\n"})

@@ -95,6 +95,39 @@ def test_predict_cli_writes_json_lines_and_drawings(tiny_ckpt, image_folder, tmp
         assert min(img.size) >= 480 and img.size[1] > img.size[0]  # enlarged, aspect kept (40x64 portrait)
 
 
+def test_predict_cli_resizes_as_the_checkpoint_and_equals_the_detector(tiny_ckpt, image_folder, tmp_path,
+                                                                       monkeypatch):
+    """configs/predict.yaml's data section resizes to 160/200 px, the checkpoint was trained at 64/96 px
+    (tests/conf/hico_tiny.yaml): `hoiclip predict` takes the checkpoint's test_scale, test_max_size and
+    clip_image_size, so it writes HOIDetector's triplets and scores for the same image; a value given on
+    the command line wins."""
+    import shutil
+
+    import yaml
+
+    from hoiclip_lightning.cli import main
+
+    data_config = yaml.safe_load((ROOT / "configs/data/quickstart.yaml").read_text())["init_args"]
+    assert (data_config["test_scale"], data_config["test_max_size"]) == (160, 200)  # not the checkpoint's
+    single = tmp_path / "one"
+    single.mkdir()
+    shutil.copy(image_folder / "a.jpg", single / "a.jpg")
+
+    def predict(run: str, *extra: str) -> dict:
+        (tmp_path / run).mkdir()
+        monkeypatch.chdir(tmp_path / run)  # configs/predict.yaml writes to ./predictions
+        main(["predict", "--config", str(ROOT / "configs/predict.yaml"), "--trainer.accelerator", "cpu",
+              "--data.init_args.num_workers", "0", "--data.init_args.predict_images", str(single),
+              "--ckpt_path", str(tiny_ckpt), *extra])
+        return json.loads((tmp_path / run / "predictions/predictions.jsonl").read_text())
+
+    record = predict("from_checkpoint")
+    expected = HOIDetector.from_checkpoint(tiny_ckpt, device="cpu").predict(single / "a.jpg").to_dict()
+    assert record["triplets"] == expected["triplets"]
+    explicit = predict("explicit", "--data.init_args.test_scale", "96", "--data.init_args.test_max_size=128")
+    assert [t["score"] for t in explicit["triplets"]] != [t["score"] for t in record["triplets"]]
+
+
 def test_predict_writer_from_command_line_flags_and_list_file(tiny_ckpt, image_folder, tmp_path, monkeypatch):
     from hoiclip_lightning.cli import main
 

@@ -181,3 +181,36 @@ def test_tfe_validation():
         training_free_enhancement(torch.zeros(1, 1, 4), CLIP[:1], mode="other")
     with pytest.raises(ValueError, match="clip_logits"):
         training_free_enhancement(torch.zeros(1, 1, 3), CLIP[:1])
+
+
+@pytest.mark.parametrize("score_mode", ["additive", "multiplicative"])
+@pytest.mark.parametrize("tfe", [None, "reference", "intended"])
+def test_score_range_holds_and_is_reached(score_mode, tfe):
+    """The documented score range (docs/inference.md): every score lies in it, and saturated outputs reach
+    its top (2 + sigmoid(1) = 2.731 for the default additive scoring with TFE, not 2)."""
+    from hoiclip_lightning.models.postprocess import score_range
+
+    weight = 1.0 if tfe else None
+    low, high = score_range(score_mode, weight, tfe or "reference")
+    post = processor(use_nms=False, topk=8, score_mode=score_mode)
+    gen = torch.Generator().manual_seed(3)
+    rand = outputs_with(torch.randn(4, 4, 2, generator=gen) * 6, torch.randn(4, 4, 3, generator=gen) * 6)
+    # saturated: HOI and object probabilities 1, CLIP's cosine 1 for every class (the image embedding equals
+    # each prompt's); the lowest: probabilities 0, cosine -1 (topk 1: one class boosted, the other not)
+    top = outputs_with(torch.full((1, 2, 2), 40.0), torch.full((1, 2, 3), 40.0))
+    bottom = outputs_with(torch.full((1, 2, 2), -40.0), torch.full((1, 2, 3), -40.0))
+    for outputs, cos, extreme in ((rand, torch.rand(4, 3, generator=gen) * 2 - 1, None),
+                                  (top, torch.ones(1, 3), high), (bottom, -torch.ones(1, 3), low)):
+        probs = None
+        if tfe:
+            probs = training_free_enhancement(outputs.hoi_logits.sigmoid(), cos[:, [0, 2]], topk=1, mode=tfe)
+        scores = torch.cat([p.scores for p in post(outputs, torch.full((len(cos), 2), 50), list(range(len(cos))),
+                                                    hoi_scores=probs)])
+        assert low - 1e-6 <= float(scores.min()) and float(scores.max()) <= high + 1e-6
+        if extreme == high:
+            assert float(scores.max()) == pytest.approx(high, abs=1e-5)
+        elif extreme == low and not (score_mode == "multiplicative" and tfe):
+            assert float(scores.min()) == pytest.approx(low, abs=1e-5)
+    if score_mode == "additive":
+        assert (low, high) == ((0.0, 2.0) if tfe is None else
+                               (pytest.approx(0.0 if tfe == "intended" else 0.26894, abs=1e-5), pytest.approx(2.73106)))

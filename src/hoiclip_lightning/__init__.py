@@ -3,6 +3,7 @@
 from .errors import (
     AnnotationError,
     CheckpointError,
+    CheckpointNotFoundError,
     ConfigurationError,
     DatasetNotFoundError,
     HOICLIPError,
@@ -16,6 +17,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AnnotationError",
     "CheckpointError",
+    "CheckpointNotFoundError",
     "ConfigurationError",
     "DatasetNotFoundError",
     "HOICLIPError",

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable
 
@@ -45,8 +46,23 @@ class HOICLIPCLI(LightningCLI):
     when the config has none, so a non-finite stop always leaves the last finite state on disk.
     ``test_after_fit: true`` evaluates the best checkpoint (selected on the validation split, or on the test
     split for datasets without one) on the test split when ``fit`` ends and prints the metric table (the
-    quickstart uses it).
+    quickstart uses it). ``test`` prints that table (every ``test/`` metric) instead of Lightning's
+    per-metric listing, so each value appears once.
+
+    ``--ckpt_path last`` with no ``last.ckpt`` in the checkpoint folders raises
+    :class:`~hoiclip_lightning.errors.CheckpointNotFoundError` (Lightning would warn and start from scratch).
+    ``predict --ckpt_path FILE`` takes the evaluation transforms (``test_scale``, ``test_max_size``,
+    ``clip_image_size``) from the checkpoint's saved datamodule hyper-parameters, over the config file's
+    values, so that it resizes images as the run that wrote the checkpoint evaluated them (and as
+    :class:`~hoiclip_lightning.inference.HOIDetector` does); a value given on the command line
+    (``--data.init_args.test_scale 512``) wins.
     """
+
+    def parse_arguments(self, parser: LightningArgumentParser, args) -> None:
+        # keep the command line: a data value given there is not replaced by the checkpoint's (predict)
+        raw = sys.argv[1:] if args is None else args
+        self._command_line = [a for a in raw if isinstance(a, str)] if isinstance(raw, (list, tuple)) else []
+        super().parse_arguments(parser, args)
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         parser.add_argument("--test_after_fit", type=bool, default=False,
@@ -66,20 +82,81 @@ class HOICLIPCLI(LightningCLI):
 
             custom = Path(init.root) / "vocabulary.json"
             init.vocabulary = str(custom) if custom.is_file() else init.dataset_format
+        if self.subcommand == "predict" and init is not None:
+            self._eval_transforms_from_checkpoint(config.get("ckpt_path"), init)
+
+    def _given_on_command_line(self, key: str) -> bool:
+        flags = (f"--data.init_args.{key}", f"--data.{key}")
+        return any(arg == flag or arg.startswith(flag + "=") for arg in getattr(self, "_command_line", [])
+                   for flag in flags)
+
+    def _eval_transforms_from_checkpoint(self, ckpt_path, init) -> None:
+        """``predict``: the checkpoint's test_scale / test_max_size / clip_image_size replace the config's."""
+        from pathlib import Path
+
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        from .inference.predictor import checkpoint_eval_transforms, load_checkpoint_file
+
+        saved = checkpoint_eval_transforms(load_checkpoint_file(ckpt_path))
+        changed = []
+        for key, value in saved.items():
+            if self._given_on_command_line(key) or getattr(init, key, None) == value:
+                continue
+            changed.append(f"{key} {getattr(init, key, None)} -> {value}")
+            setattr(init, key, value)
+        if changed:
+            log.info("predict: evaluation transforms of %s (its datamodule's): %s; a --data.init_args.<key> "
+                     "flag keeps the config's value", ckpt_path, ", ".join(changed))
+
+    def _require_last_checkpoint(self) -> None:
+        """``--ckpt_path last`` must find a checkpoint; Lightning would warn and start from scratch."""
+        from lightning.pytorch.callbacks import ModelCheckpoint
+
+        from .errors import CheckpointNotFoundError
+
+        if self.config.get(self.subcommand, {}).get("ckpt_path") != "last":
+            return
+        callbacks = [cb for cb in self.trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)]
+        found = set().union(*(cb._find_last_checkpoints(self.trainer) for cb in callbacks)) if callbacks else set()
+        if any(os.path.isfile(path) for path in found):
+            return
+        folders = sorted({str(cb.dirpath) for cb in callbacks if cb.dirpath})
+        where = f"in {', '.join(folders)}" if folders else "(the config has no checkpoint callback)"
+        raise CheckpointNotFoundError(
+            f"{self.subcommand} --ckpt_path last: no last checkpoint {where} (trainer.default_root_dir: "
+            f"{self.trainer.default_root_dir}). Start a new run without --ckpt_path, or pass the path of a "
+            "checkpoint file")
 
     def before_fit(self) -> None:
+        self._require_last_checkpoint()
         # the non-finite guard always keeps the last finite state: add its callback when the config has none
         from .callbacks import NonFiniteLossCheckpoint
 
         if not any(isinstance(cb, NonFiniteLossCheckpoint) for cb in self.trainer.callbacks):
             self.trainer.callbacks.append(NonFiniteLossCheckpoint())
 
+    def before_validate(self) -> None:
+        self._require_last_checkpoint()
+
+    def before_test(self) -> None:
+        self._require_last_checkpoint()
+
+    def before_predict(self) -> None:
+        self._require_last_checkpoint()
+
     def after_fit(self) -> None:
         if not self.config.get(self.subcommand, {}).get("test_after_fit", False):
             return
         ckpt = "best" if getattr(self.trainer.checkpoint_callback, "best_model_path", "") else None
-        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt)
+        # verbose=False: the table of after_test is the one listing of the test metrics
+        self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=ckpt, verbose=False)
         self.after_test()
+
+    def test(self, **kwargs) -> None:
+        """``hoiclip test``: ``Trainer.test`` without its per-metric listing (after_test prints the table)."""
+        kwargs["verbose"] = False
+        self.trainer.test(**kwargs)
 
     def after_test(self) -> None:
         if self.trainer.is_global_zero:

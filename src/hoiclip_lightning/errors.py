@@ -6,6 +6,7 @@ One exception type per kind of failure, so callers can catch precisely:
 * :class:`AnnotationError` -- an annotation record is malformed; the message names file, record, field.
 * :class:`ConfigurationError` -- a constructor or config value is outside its accepted set.
 * :class:`CheckpointError` -- a checkpoint or embedding file does not fit the model it is loaded into.
+* :class:`CheckpointNotFoundError` -- a checkpoint asked for (``--ckpt_path last``) does not exist.
 * :class:`NonFiniteLossError` -- training met a NaN/inf (batch, outputs, loss, gradients or a checkpoint to write).
 """
 
@@ -30,6 +31,13 @@ class ConfigurationError(HOICLIPError, ValueError):
 
 class CheckpointError(HOICLIPError, ValueError):
     """A checkpoint or embedding file does not match the model or vocabulary it is loaded into."""
+
+
+class CheckpointNotFoundError(HOICLIPError, FileNotFoundError):
+    """A checkpoint that a run asked for does not exist (``--ckpt_path last`` with no ``last.ckpt``).
+
+    The message names the folders searched.
+    """
 
 
 class NonFiniteLossError(HOICLIPError, RuntimeError):

@@ -118,12 +118,14 @@ class HOIDataModule(L.LightningDataModule):
         root: dataset folder.
         dataset_format: ``"hico_det"`` or ``"vcoco"`` (file names, folder names, verb id base).
         vocabulary: ``"hico_det"``, ``"vcoco"`` or a JSON path; ``None``: ``root/vocabulary.json`` if it
-            exists, else the built-in vocabulary of ``dataset_format``.
+            exists, else the built-in vocabulary of ``dataset_format``. The ``hoiclip`` command links it into
+            the model.
         train_fraction: fraction of training images kept, in (0, 1].
         fraction_seed: seed of the subsample (same subset in every process).
         train_annotation_file: training annotation file to use instead of the default one (e.g. an
             official fractional file); relative paths are looked up in the annotation folder, then root.
-        zero_shot: zero-shot split of the vocabulary (``default``: fully supervised).
+        zero_shot: zero-shot split of the vocabulary (``default``: fully supervised). The ``hoiclip`` command
+            links it into the model.
         batch_size: images per training batch and device; with ``global_batch_size`` set, the most images a
             device takes at once.
         global_batch_size: images per optimizer step over all devices and accumulated batches (the paper:
@@ -142,7 +144,8 @@ class HOIDataModule(L.LightningDataModule):
         crop_max_size: largest crop width/height of that branch.
         test_scale: short side of the evaluation resize.
         test_max_size: long-side limit of the evaluation resize.
-        clip_image_size: side of the square CLIP view.
+        clip_image_size: side of the square CLIP view (the CLIP model's input size: 224 for ``ViT-B-32``, 64
+            for ``hoiclip-tiny`` and ``hoiclip-small``).
         on_bad_record: ``"error"`` (raise) or ``"skip"`` (drop and count bad records / HOIs).
         max_boxes: training images keep only their first ``max_boxes`` boxes (reference quirk D2).
         check_images: check image files at setup (existence, and what ``verify_images`` asks).

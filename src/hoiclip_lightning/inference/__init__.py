@@ -8,16 +8,18 @@
 """
 
 from .drawing import draw_triplets
-from .predictor import HOIDetector, load_checkpoint_file
+from .predictor import EVAL_TRANSFORM_KEYS, HOIDetector, checkpoint_eval_transforms, load_checkpoint_file
 from .results import SCHEMA_VERSION, HOITriplet, ImageDetections, to_image_detections
 from .writer import HOIPredictionWriter
 
 __all__ = [
+    "EVAL_TRANSFORM_KEYS",
     "SCHEMA_VERSION",
     "HOIDetector",
     "HOIPredictionWriter",
     "HOITriplet",
     "ImageDetections",
+    "checkpoint_eval_transforms",
     "draw_triplets",
     "load_checkpoint_file",
     "to_image_detections",

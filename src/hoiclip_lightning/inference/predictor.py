@@ -65,6 +65,26 @@ def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
     return ckpt
 
 
+#: the datamodule arguments that set the evaluation transforms (resize and CLIP view)
+EVAL_TRANSFORM_KEYS = ("test_scale", "test_max_size", "clip_image_size")
+
+
+def checkpoint_eval_transforms(ckpt: dict[str, Any]) -> dict[str, int]:
+    """The evaluation transforms a checkpoint was trained with.
+
+    Args:
+        ckpt: a checkpoint read by :func:`load_checkpoint_file`.
+
+    Returns:
+        ``{key: value}`` for the keys of :data:`EVAL_TRANSFORM_KEYS` (``test_scale``, ``test_max_size``,
+        ``clip_image_size``) found in the saved datamodule hyper-parameters; empty when the checkpoint has
+        none (e.g. a converted official checkpoint). ``HOIDetector.from_checkpoint`` and ``hoiclip predict``
+        both use these, so they resize an image the same way.
+    """
+    saved = ckpt.get("datamodule_hyper_parameters") or {}
+    return {key: int(saved[key]) for key in EVAL_TRANSFORM_KEYS if saved.get(key) is not None}
+
+
 def _same_label_space(a: HOIVocabulary, b: HOIVocabulary) -> bool:
     return a.hois == b.hois and len(a.objects) == len(b.objects) and len(a.verbs) == len(b.verbs)
 
@@ -172,12 +192,12 @@ class HOIDetector:
                 f"{path}: the state dict does not fit the saved architecture; missing {len(missing)} "
                 f"{missing[:8]}, unexpected {len(unexpected)} {unexpected[:8]}"
             )
-        dm = ckpt.get("datamodule_hyper_parameters") or {}
+        sizes = checkpoint_eval_transforms(ckpt)
         return cls(
             module,
-            test_scale=int(dm.get("test_scale", 800)),
-            test_max_size=int(dm.get("test_max_size", 1333)),
-            clip_image_size=dm.get("clip_image_size"),
+            test_scale=sizes.get("test_scale", 800),
+            test_max_size=sizes.get("test_max_size", 1333),
+            clip_image_size=sizes.get("clip_image_size"),
             device=device,
             batch_size=batch_size,
             exif_transpose=exif_transpose,

@@ -38,16 +38,25 @@ def format_metric_table(metrics: Mapping[str, float], prefix: str = "test",
     """
     if rows is None:
         rows = (("HOICLIP", f"{prefix}/"), ("HOICLIP + TFE", f"{prefix}/tfe/"))
-    rows = [(label, pre) for label, pre in rows if any(pre + key in metrics for key, _ in TABLE_COLUMNS)]
+    known = {key for key, _ in TABLE_COLUMNS}
+    # any other metric of a row (a single name after the row prefix) gets a column under its own name,
+    # so that the table shows every logged metric of the split once
+    others = sorted({name[len(pre):] for name in metrics for _, pre in rows
+                     if name.startswith(pre) and "/" not in name[len(pre):]} - known)
+    columns = [*TABLE_COLUMNS, *((key, key) for key in others)]
+    rows = [(label, pre) for label, pre in rows if any(pre + key in metrics for key, _ in columns)]
     if not rows:
         return ""
     width = max(14, *(len(label) for label, _ in rows))
-    present = [(key, name) for key, name in TABLE_COLUMNS if any(pre + key in metrics for _, pre in rows)]
-    header = f"| {'model':<{width}} | " + " | ".join(f"{name:>11}" for _, name in present) + " |"
-    sep = "|" + "-" * (width + 2) + "|" + "|".join("-" * 13 for _ in present) + "|"
+    present = [(key, name) for key, name in columns if any(pre + key in metrics for _, pre in rows)]
+    widths = [max(11, len(name)) for _, name in present]
+    header = f"| {'model':<{width}} | " + " | ".join(
+        f"{name:>{w}}" for (_, name), w in zip(present, widths, strict=True)) + " |"
+    sep = "|" + "-" * (width + 2) + "|" + "|".join("-" * (w + 2) for w in widths) + "|"
     lines = [title or f"HOI detection mAP ({prefix} split)", header, sep]
     for label, pre in rows:
-        cells = [f"{metrics[pre + key]:>11.2f}" if pre + key in metrics else f"{'-':>11}" for key, _ in present]
+        cells = [f"{metrics[pre + key]:>{w}.2f}" if pre + key in metrics else f"{'-':>{w}}"
+                 for (key, _), w in zip(present, widths, strict=True)]
         lines.append(f"| {label:<{width}} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

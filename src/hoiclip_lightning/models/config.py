@@ -33,8 +33,10 @@ class HOICLIPConfig:
         num_queries: human-object pair queries Q.
         detr_checkpoint: path to the public DETR checkpoint (``detr-r50-e632da11.pth``) or to its
             two-branch conversion; loaded non-strictly after construction. ``None``: random init.
-        clip_model: open_clip model name (``ViT-B-32`` in the paper) or ``hoiclip-tiny`` for tests.
-        clip_pretrained: open_clip pretrained tag (``openai``) or a local weights file; ``None``: random.
+        clip_model: open_clip model name (``ViT-B-32`` in the paper), or ``hoiclip-tiny`` / ``hoiclip-small``
+            (small models registered by this library, for tests and the quickstart).
+        clip_pretrained: open_clip pretrained tag (``openai``) or a local weights file (including a
+            ``hoiclip clip-pretrain`` file for the same ``clip_model``); ``None``: random.
         clip_precision: dtype the frozen CLIP towers run in (the reference runs fp16 on GPU).
         freeze_clip: keep CLIP frozen (paper); False trains it at ``lr_clip``.
         clip_retrieval: the interaction decoder cross-attends CLIP's spatial tokens (paper). False is the
@@ -121,10 +123,16 @@ class LossConfig:
     """Hungarian matching costs and loss weights (reference defaults).
 
     Attributes:
-        cost_hoi, cost_obj_class, cost_bbox, cost_giou: matching cost weights.
-        hoi_loss_coef: weight of the focal HOI loss; ``focal_alpha`` its alpha (gamma is 2).
-        obj_loss_coef: weight of the object cross-entropy; ``eos_coef`` the no-object class weight.
-        bbox_loss_coef, giou_loss_coef: weights of the L1 and GIoU box losses (human and object).
+        cost_hoi: matching cost weight of the HOI term.
+        cost_obj_class: matching cost weight of the object class.
+        cost_bbox: matching cost weight of the L1 box distance.
+        cost_giou: matching cost weight of the GIoU.
+        hoi_loss_coef: weight of the focal HOI loss.
+        obj_loss_coef: weight of the object cross-entropy.
+        bbox_loss_coef: weight of the L1 box losses (human and object).
+        giou_loss_coef: weight of the GIoU losses (human and object).
+        eos_coef: cross-entropy weight of the no-object class.
+        focal_alpha: alpha of the focal HOI loss (gamma is 2).
         dense_loss_coef: weight of the dense auxiliary loss (only with ``net.dense_aux_head``).
         dense_verb_loss: the dense loss includes the per-cell verb channels. False supervises only objects and
             subject humans: detector pretraining (``configs/detector_pretrain.yaml``, with
@@ -155,7 +163,9 @@ class PostProcessConfig:
     Attributes:
         topk: triplets kept per image.
         score_mode: *quirk* ``additive`` ranks by ``sigmoid(hoi) + p_obj**2`` (reference);
-            ``multiplicative`` by ``sigmoid(hoi) * p_obj``.
+            ``multiplicative`` by ``sigmoid(hoi) * p_obj``. With TFE the boost is added to ``sigmoid(hoi)``,
+            so additive scores reach ``2 + tfe_weight * sigmoid(1)`` (2.73), not 2
+            (:func:`~hoiclip_lightning.models.postprocess.score_range`).
         object_score: *quirk* ``sigmoid`` of the object logits (reference) or ``softmax``.
         use_nms: per-class triplet NMS.
         nms_threshold, nms_alpha, nms_beta: suppress when ``IoU_h**alpha * IoU_o**beta > threshold``.

@@ -67,8 +67,10 @@ class HOICLIPModule(L.LightningModule):
     """Train, validate, test and predict with HOICLIP.
 
     Args:
-        vocabulary: built-in vocabulary name (``hico_det``, ``vcoco``) or a vocabulary JSON path.
-        zero_shot: zero-shot split name of the vocabulary (``default`` = fully supervised).
+        vocabulary: built-in vocabulary name (``hico_det``, ``vcoco``) or a vocabulary JSON path (``hoiclip``
+            sets it from the data section).
+        zero_shot: zero-shot split name of the vocabulary (``default`` = fully supervised; ``hoiclip`` sets it
+            from the data section).
         net: architecture (:class:`HOICLIPConfig`).
         loss: matching costs and loss weights (:class:`LossConfig`).
         postprocess: evaluation scoring, NMS and training-free enhancement (:class:`PostProcessConfig`).

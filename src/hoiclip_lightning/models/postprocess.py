@@ -23,6 +23,7 @@ Per image (reference architecture, sections 7.1-7.3):
 from __future__ import annotations
 
 import logging
+import math
 from typing import Literal
 
 import torch
@@ -40,6 +41,46 @@ __all__ = ["HOIPostProcessor", "pixel_iou_plus_one", "triplet_nms"]
 
 _SCORE_MODES = ("additive", "multiplicative")
 _OBJECT_SCORES = ("sigmoid", "softmax")
+
+
+def score_range(
+    score_mode: Literal["additive", "multiplicative"] = "additive",
+    tfe_weight: float | None = None,
+    tfe_mode: Literal["reference", "intended"] = "reference",
+) -> tuple[float, float]:
+    """Closed interval that every triplet score lies in, for a scoring and training-free enhancement setting.
+
+    A score is ``s + p**2`` (``additive``) or ``s * p`` (``multiplicative``), with ``p`` in [0, 1] the object
+    probability and ``s`` the HOI probability in [0, 1], plus, with the enhancement, CLIP's boost
+    ``tfe_weight * sigmoid(cos)`` (``cos`` in [-1, 1], so at most ``tfe_weight * sigmoid(1)``, 0.731 at
+    weight 1; see :mod:`~hoiclip_lightning.models.enhancement`). The bounds are reached only in the limit.
+
+    Args:
+        score_mode: as :class:`HOIPostProcessor`.
+        tfe_weight: the enhancement's weight; ``None``: no enhancement.
+        tfe_mode: the enhancement's mode (``reference`` boosts every class by at least
+            ``min(tfe_weight * sigmoid(-1), tfe_weight / 2)``, ``intended`` the non-top-k classes by 0).
+
+    Examples:
+        >>> score_range()                                        # sigmoid(hoi) + p_obj**2
+        (0.0, 2.0)
+        >>> [round(v, 4) for v in score_range(tfe_weight=1.0)]   # the defaults, TFE on
+        [0.2689, 2.7311]
+    """
+    if score_mode not in _SCORE_MODES:
+        raise ConfigurationError(f"score_mode must be one of {_SCORE_MODES}, got {score_mode!r}")
+    boosts = [0.0]
+    if tfe_weight is not None:
+        from .enhancement import TFE_MODES
+
+        if tfe_mode not in TFE_MODES:
+            raise ConfigurationError(f"TFE mode must be one of {TFE_MODES}, got {tfe_mode!r}")
+        sig = 1.0 / (1.0 + math.exp(-1.0))  # sigmoid(1); sigmoid(-1) = 1 - sig
+        boosts = [tfe_weight * (1.0 - sig), tfe_weight * sig, 0.0 if tfe_mode == "intended" else tfe_weight / 2]
+    low, high = min(boosts), 1.0 + max(boosts)  # the (enhanced) HOI score
+    if score_mode == "additive":
+        return low, high + 1.0
+    return min(low, 0.0), max(high, 0.0)
 
 
 class HOIPostProcessor(nn.Module):
