@@ -33,11 +33,16 @@ class GENVLKTModule(HOICLIPModule):
     """Train, validate, test and predict with GEN-VLKT.
 
     Args:
-        vocabulary, zero_shot, loss, optimizer, metric_protocol, rare_from_training_file, per_class_ap_dir:
-            as for :class:`HOICLIPModule`.
+        vocabulary: built-in vocabulary name or vocabulary JSON path (as for :class:`HOICLIPModule`).
+        zero_shot: zero-shot split of the vocabulary.
         net: architecture (:class:`GENVLKTConfig`).
+        loss: matching costs and loss weights, ``mimic_loss_coef`` included (:class:`LossConfig`).
         postprocess: evaluation scoring; ``None`` gives the reference's (no training-free enhancement,
             which GEN-VLKT does not have).
+        optimizer: AdamW groups and step schedule (:class:`OptimizerConfig`).
+        metric_protocol: ``official`` or ``reference`` HICO-DET evaluation.
+        rare_from_training_file: rare split from the training annotation file in use.
+        per_class_ap_dir: where test runs write ``per_class_ap.csv``.
     """
 
     def __init__(
