@@ -36,9 +36,10 @@ def _stored_state(nb) -> list[str]:
 
 
 def test_notebooks_exist():
-    """The quickstart, inference and metrics notebooks are part of the documentation."""
+    """The quickstart, inference, metrics and knowledge-transfer notebooks are part of the documentation."""
     names = {p.name for p in NOTEBOOK_FILES}
-    assert {"01_quickstart.ipynb", "02_inference.ipynb", "03_metrics.ipynb"} <= names, f"found {sorted(names)}"
+    assert {"01_quickstart.ipynb", "02_inference.ipynb", "03_metrics.ipynb",
+            "04_knowledge_transfer.ipynb"} <= names, f"found {sorted(names)}"
 
 
 @pytest.mark.parametrize("path", NOTEBOOK_FILES, ids=lambda p: p.name)

@@ -323,8 +323,10 @@ def grid_markdown(runs: Sequence[SweepRun], columns: Sequence[tuple[str, str]] |
         status = "ok" if r.ok else f"failed ({r.returncode})"
         lines.append(f"| {r.variant} | {r.fraction:g} | {'' if r.seed is None else r.seed} | " + " | ".join(cells)
                      + f" | {r.seconds:.0f} | {status} |")
-    total = sum(r.seconds for r in runs)
-    lines += ["", f"{len(runs)} runs, {total:.0f} s of wall time in all."]
+    trained = {r.folder: r.seconds for r in runs}  # a run read as two variants (no_tfe) counts once
+    total = sum(trained.values())
+    shared = f" ({len(runs)} table rows)" if len(trained) != len(runs) else ""
+    lines += ["", f"{len(trained)} runs{shared}, {total:.0f} s of wall time in all."]
     return "\n".join(lines)
 
 
