@@ -100,6 +100,29 @@ def state_dict_fingerprint(state_dict: dict[str, Tensor], include: str = "", exc
     return h.hexdigest()
 
 
+def check_clip_model_name(model_name: str) -> None:
+    """Refuse an architecture name open_clip does not know, suggesting the closest known names.
+
+    Names with a schema (``hf-hub:...``, ``local-dir:...``) are left to open_clip.
+
+    Raises:
+        ConfigurationError: the name is unknown (the message lists up to five close names).
+    """
+    if ":" in model_name:
+        return
+    known = open_clip.list_models()
+    if model_name in known:
+        return
+    import difflib
+
+    close = difflib.get_close_matches(model_name, known, n=5, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ConfigurationError(
+        f"unknown CLIP model {model_name!r} (clip_model): open_clip has no architecture of that name{hint} "
+        "(open_clip.list_models() lists all; HOICLIP needs a CLS-pooled ViT such as ViT-B-32)"
+    )
+
+
 class _DropRandomInitWarning(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "initialized randomly" not in record.getMessage()
@@ -151,6 +174,7 @@ class CLIPEncoder(nn.Module):
         if precision != "fp32" and not frozen:
             raise ConfigurationError(f"clip_precision={precision!r} needs a frozen CLIP (freeze_clip=True)")
         register_tiny_clip()
+        check_clip_model_name(model_name)
         from .clip_weights import read_clip_weights
 
         weights = read_clip_weights(pretrained, model_name) if pretrained else None
