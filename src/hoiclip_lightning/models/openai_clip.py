@@ -271,7 +271,8 @@ def openai_clip_architecture(state: dict[str, Tensor]) -> dict[str, Any]:
     }
 
 
-def _shape_part(config: dict[str, Any]) -> dict[str, Any] | None:
+def config_architecture(config: dict[str, Any]) -> dict[str, Any] | None:
+    """The part of an open_clip config that :func:`openai_clip_architecture` reads (``None``: not a plain ViT)."""
     vision, text = config.get("vision_cfg") or {}, config.get("text_cfg") or {}
     if not isinstance(vision.get("width"), int) or vision.get("timm_model_name") or text.get("hf_model_name"):
         return None
@@ -297,10 +298,10 @@ def registered_clip_name(architecture: dict[str, Any], prefer_quick_gelu: bool =
     from .clip_encoder import register_library_clips
 
     register_library_clips()
-    matches = [name for name, cfg in open_clip.factory._MODEL_CONFIGS.items() if _shape_part(cfg) == architecture]
+    configs = open_clip.factory._MODEL_CONFIGS
+    matches = [name for name, cfg in configs.items() if config_architecture(cfg) == architecture]
     if not matches:
         return None
-    configs = open_clip.factory._MODEL_CONFIGS
     matches.sort(key=lambda n: (prefer_quick_gelu != bool(configs[n].get("quick_gelu", False)), len(n), n))
     return matches[0]
 
