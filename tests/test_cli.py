@@ -140,3 +140,53 @@ def test_vcoco_fixture_logs_role_ap(tmp_path, capsys, monkeypatch):
           "--model.init_args.per_class_ap_dir", str(tmp_path), "--test_after_fit", "true"])
     out = capsys.readouterr().out
     assert "Role AP S1" in out and "Role AP S2" in out
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--model.init_args.net.clip_model", "ViT-B-23"],
+         "unknown CLIP model 'ViT-B-23' (clip_model): open_clip has no architecture of that name; did you mean "),
+        (["--data.init_args.zero_shot", "rare_frist"],
+         "zero-shot split 'rare_frist' is not defined for vocabulary 'hico_det'; accepted: ['default', "),
+        (["--model.init_args.net.dec_layers", "3"],
+         "dec_layers (3) must equal inter_dec_layers (2); or set aux_loss: false"),
+        (["--data.init_args.clip_image_size", "224"],
+         "data clip_image_size = 224, but the CLIP model 'hoiclip-tiny' takes 64 x 64 px images; "
+         "set data.init_args.clip_image_size: 64"),
+    ],
+    ids=["clip_model", "zero_shot", "decoder_depths", "clip_image_size"],
+)
+def test_configuration_errors_end_the_output_with_one_message(flags, message, tmp_path, capsys, monkeypatch):
+    """A bad value met while the CLI builds model or data: exit 2, the last stderr line is the library's message
+    (no jsonargparse "Union subtypes" wrapper, no namespace dump)."""
+    monkeypatch.chdir(ROOT)
+    with pytest.raises(SystemExit) as info:
+        main(["fit", "--config", "tests/conf/hico_tiny.yaml", "--trainer.default_root_dir", str(tmp_path), *flags])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    last = err.rstrip().splitlines()[-1]
+    assert last.startswith("error: ConfigurationError: ") and message in last, last
+    assert "Union subtypes" not in err and "Namespace(" not in err
+    assert len(last) < 400  # the message, not open_clip's list of every architecture
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_clip_image_size_is_checked_at_setup_from_python(tmp_path):
+    """Without the CLI the same check runs at setup, before the first step."""
+    import lightning
+
+    from hoiclip_lightning.data import HOIDataModule
+    from hoiclip_lightning.errors import ConfigurationError
+    from hoiclip_lightning.interop.official import _net_from_model_config
+    from hoiclip_lightning.models import HOICLIPModule
+
+    module = HOICLIPModule(vocabulary="hico_det", net=_net_from_model_config(ROOT / "configs/model/tiny.yaml"))
+    data = HOIDataModule(root=str(ROOT / "tests/data/hico_det"), dataset_format="hico_det", vocabulary="hico_det",
+                         num_workers=0, clip_image_size=32)
+    trainer = lightning.Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False,
+                                enable_progress_bar=False, enable_model_summary=False,
+                                default_root_dir=str(tmp_path))
+    with pytest.raises(ConfigurationError, match=r"clip_image_size = 32, but the CLIP model 'hoiclip-tiny' takes 64"):
+        trainer.fit(module, datamodule=data)
+    assert trainer.global_step == 0

@@ -24,8 +24,12 @@ TINY_MODEL = ROOT / "configs/model/tiny.yaml"
 @pytest.fixture(scope="module")
 def source_module():
     """A tiny random module; its weights under the reference's names play the released checkpoint."""
+    import dataclasses
+
     torch.manual_seed(0)
-    return HOICLIPModule(vocabulary="hico_det", net=_net_from_model_config(TINY_MODEL)).eval()
+    # the reference's CLIP is OpenAI's: QuickGELU, which the converter sets
+    net = dataclasses.replace(_net_from_model_config(TINY_MODEL), clip_quick_gelu=True)
+    return HOICLIPModule(vocabulary="hico_det", net=net).eval()
 
 
 @pytest.fixture(scope="module")
@@ -130,11 +134,17 @@ def _paper_shaped(seen: int | None = None) -> dict[str, torch.Tensor]:
     """Just the keys and shapes the architecture inference reads, with the released checkpoint's sizes."""
     state = {"query_embed_h.weight": torch.empty(64, 256),
              "clip_model.visual.conv1.weight": torch.empty(768, 3, 32, 32),
+             "clip_model.visual.positional_embedding": torch.empty(50, 768),
+             "clip_model.visual.proj": torch.empty(768, 512),
+             "clip_model.positional_embedding": torch.empty(77, 512),
+             "clip_model.token_embedding.weight": torch.empty(49408, 512),
              "visual_projection.weight": torch.empty(seen or 600, 512)}
     state |= {f"transformer.encoder.layers.{i}.linear1.weight": torch.empty(2048, 256) for i in range(6)}
     state |= {f"transformer.instance_decoder.layers.{i}.norm1.weight": torch.empty(256) for i in range(3)}
     state |= {f"transformer.clip_interaction_decoder.layers.{i}.norm1.weight": torch.empty(768) for i in range(3)}
-    state |= {f"backbone.0.body.layer3.{i}.conv1.weight": torch.empty(1) for i in range(6)}
+    state |= {f"backbone.0.body.layer3.{i}.conv{j}.weight": torch.empty(1) for i in range(6) for j in (1, 2, 3)}
+    state |= {f"clip_model.{tower}transformer.resblocks.{i}.ln_1.weight": torch.empty(1)
+              for tower in ("visual.", "") for i in range(12)}
     if seen is not None:
         state["eval_visual_projection.weight"] = torch.empty(600, 512)
     return state
@@ -145,6 +155,7 @@ def test_architecture_and_label_space_inferred_from_released_shapes():
     assert (cfg.backbone, cfg.hidden_dim, cfg.num_queries, cfg.dim_feedforward) == ("resnet50", 256, 64, 2048)
     assert (cfg.enc_layers, cfg.dec_layers, cfg.inter_dec_layers) == (6, 3, 3)
     assert cfg.clip_model == "ViT-B-32-quickgelu" and cfg.clip_pretrained is None and cfg.detr_checkpoint is None
+    assert cfg.clip_quick_gelu is True
     assert infer_label_space(_paper_shaped(), None) == ("hico_det", "default")
     assert infer_label_space(_paper_shaped(seen=500), None) == ("hico_det", "unseen_object")
     assert infer_label_space(_paper_shaped(seen=516), None) == ("hico_det", "unseen_verb")
@@ -154,3 +165,72 @@ def test_architecture_and_label_space_inferred_from_released_shapes():
     assert infer_label_space(_paper_shaped(seen=480), args) == ("hico_det", "non_rare_first")
     vcoco = {"obj_visual_projection.weight": torch.empty(82, 512)}
     assert infer_label_space(vcoco, None) == ("vcoco", "default")
+
+
+def _small_clip_vcoco_net(**changes):
+    """The tiny model with the 4-layer hoiclip-small CLIP, as the reference builds it for V-COCO: QuickGELU,
+    the object-indexed verb-to-HOI matrix, verb weight 0.1, one head count for every attention."""
+    import dataclasses
+
+    net = _net_from_model_config(TINY_MODEL)
+    fields = dict(clip_model="hoiclip-small", clip_quick_gelu=True, nheads=4, inter_nheads=4, verb_weight=0.1,
+                  verb_to_hoi_columns="object")
+    return dataclasses.replace(net, **(fields | changes))
+
+
+@pytest.fixture(scope="module")
+def vcoco_reference(tmp_path_factory):
+    """``(module, released .pth)``: a V-COCO model trained the reference's way, saved under its names."""
+    torch.manual_seed(1)
+    module = HOICLIPModule(vocabulary="vcoco", net=_small_clip_vcoco_net()).eval()
+    src = tmp_path_factory.mktemp("vcoco") / "hoiclip_vcoco.pth"
+    args = argparse.Namespace(dataset_file="vcoco", nheads=4, verb_weight=0.1, dropout=0.0)
+    torch.save({"model": to_official_state_dict(module.model), "args": args}, src)
+    return module, src
+
+
+def test_converted_vcoco_checkpoint_reproduces_reference_outputs(vcoco_reference, tmp_path, capsys):
+    """No model config: the CLIP's depth and width (4 x 128, not ViT-B/32's 12 x 768), the ResNet depth and the
+    object-indexed verb matrix are read from the checkpoint, and the HOI logits equal the reference's."""
+    from hoiclip_lightning.cli import main
+
+    reference, src = vcoco_reference
+    dst = tmp_path / "vcoco.ckpt"
+    main(["convert-official", str(src), str(dst)])
+    assert "verb2hoi_proj equals the reference's object-indexed verb-to-HOI matrix (verb_to_hoi_columns: object)" \
+        in capsys.readouterr().out
+    converted = HOICLIPModule.load_from_checkpoint(dst, map_location="cpu").eval()
+    cfg = converted.model.config
+    assert (cfg.clip_model, cfg.clip_quick_gelu, cfg.verb_to_hoi_columns) == ("hoiclip-small", True, "object")
+    assert (cfg.backbone, cfg.enc_layers, cfg.dec_layers, cfg.num_queries) == ("resnet10", 1, 2, 16)
+    assert len(converted.model.clip.model.visual.transformer.resblocks) == 4
+    torch.manual_seed(2)
+    images, clip_images = torch.randn(2, 3, 64, 64), torch.randn(2, 3, 64, 64)
+    mask = torch.zeros(2, 64, 64, dtype=torch.bool)
+    with torch.no_grad():
+        theirs = reference.model(images, mask, clip_images).hoi_logits
+        ours = converted.model(images, mask, clip_images).hoi_logits
+        # the same weights with the correct matrix: the verb term lands on other HOI columns
+        correct = HOICLIPModule(vocabulary="vcoco", net=_small_clip_vcoco_net(verb_to_hoi_columns="hoi")).eval()
+        correct.load_state_dict(converted.state_dict())
+        moved = correct.model(images, mask, clip_images).hoi_logits
+    assert ours.shape == (2, 16, 263)
+    torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
+    assert (moved - theirs).abs().max() > 1e-2
+    # columns 81.. never receive a verb term in the reference's V-COCO matrix
+    assert converted.model.verb2hoi_proj[:, 81:].sum() == 0 and correct.model.verb2hoi_proj[:, 81:].sum() > 0
+
+
+def test_converter_names_the_option_for_a_clip_it_cannot_infer(vcoco_reference, tmp_path):
+    from hoiclip_lightning.interop import convert_official_checkpoint
+
+    _, src = vcoco_reference
+    data = torch.load(src, weights_only=False)
+    three = {k: v for k, v in data["model"].items() if not k.startswith("clip_model.visual.transformer.resblocks.3.")}
+    torch.save({"model": three, "args": data["args"]}, tmp_path / "three_layers.pth")
+    with pytest.raises(CheckpointError, match=r"CLIP \(image tower width 128 x 3 layers, patch 16, 64 px; text width "
+                                              r"128 x 3 layers.*matches no open_clip architecture.*--model-config"):
+        convert_official_checkpoint(tmp_path / "three_layers.pth")
+    with pytest.raises(CheckpointError, match=r"clip_model 'hoiclip-tiny' is not the checkpoint's CLIP \(image tower "
+                                              r"width 128 x 4 layers.*set net.clip_model: hoiclip-small"):
+        convert_official_checkpoint(src, net=_net_from_model_config(TINY_MODEL))

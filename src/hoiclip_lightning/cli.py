@@ -26,6 +26,7 @@ import torch
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from .data.datamodule import HOIDataModule
+from .errors import HOICLIPError
 from .metrics.report import format_metric_table
 from .models.module import HOICLIPModule
 
@@ -128,6 +129,28 @@ class HOICLIPCLI(LightningCLI):
             f"{self.trainer.default_root_dir}). Start a new run without --ckpt_path, or pass the path of a "
             "checkpoint file")
 
+    def instantiate_classes(self) -> None:
+        """Build the model, data and trainer; a library error raised while building them ends the command.
+
+        jsonargparse wraps an exception raised by a constructor in "Does not validate against any of the
+        Union subtypes" followed by the whole parsed namespace. Here the first error of this library found
+        in the exception chain (a :class:`~hoiclip_lightning.errors.ConfigurationError` from an unknown CLIP
+        model, a misspelled zero-shot split, mismatched decoder depths ...) is written alone to stderr as
+        ``error: <type>: <message>`` and the command exits with status 2. Other exceptions propagate as
+        they are. The datamodule's ``clip_image_size`` is checked against the model's CLIP here too.
+        """
+        try:
+            super().instantiate_classes()
+            if isinstance(self.model, HOICLIPModule) and self.datamodule is not None:
+                self.model.check_clip_image_size(self.datamodule)
+        except Exception as err:  # noqa: BLE001 - only library errors are turned into a message, see below
+            cause = library_error(err)
+            if cause is None:
+                raise
+            sys.stderr.write(f"error: {type(cause).__name__}: {cause}\n")
+            sys.stderr.flush()
+            raise SystemExit(2) from None
+
     def before_fit(self) -> None:
         self._require_last_checkpoint()
         # the non-finite guard always keeps the last finite state: add its callback when the config has none
@@ -165,6 +188,19 @@ class HOICLIPCLI(LightningCLI):
             if table:
                 sys.stdout.write(table + "\n")
                 sys.stdout.flush()
+
+
+def library_error(err: BaseException) -> HOICLIPError | None:
+    """The first :class:`~hoiclip_lightning.errors.HOICLIPError` in ``err``'s chain (``__cause__`` /
+    ``__context__``, ``err`` included), or ``None``."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, HOICLIPError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
 
 
 # ---------------------------------------------------------------------- extra subcommands

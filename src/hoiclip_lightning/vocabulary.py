@@ -164,13 +164,40 @@ class HOIVocabulary:
         """``[C_hoi]`` long: object index of each HOI class."""
         return torch.tensor([o for _, o in self.hois], dtype=torch.long)
 
-    def verb_to_hoi_matrix(self, hoi_ids: list[int] | None = None) -> Tensor:
-        """``[C_verb, len(hoi_ids)]`` float binary matrix P with ``P[verb(c), j] = 1`` for ``c = hoi_ids[j]``."""
+    def verb_to_hoi_matrix(self, hoi_ids: list[int] | None = None, columns: str = "hoi") -> Tensor:
+        """``[C_verb, len(hoi_ids)]`` float binary matrix P that adds verb logits to HOI logits.
+
+        Args:
+            hoi_ids: the HOI classes of the columns, in order (default: all).
+            columns: ``"hoi"`` (correct): ``P[verb(c), j] = 1`` for ``c = hoi_ids[j]``. ``"object"``: the
+                reference's V-COCO matrix, filled at ``[verb, object index]`` instead of ``[verb, HOI index]``
+                (for each HOI class ``(v, o)`` of the vocabulary, ``P_full[v, o] = 1``; then the columns
+                ``hoi_ids`` are taken), so a verb's logit lands on the HOI columns numbered like its objects.
+                Only for checkpoints trained that way (released V-COCO weights).
+
+        >>> v = HOIVocabulary.builtin("vcoco")
+        >>> v.hois[0], v.verb_to_hoi_matrix()[0, 0].item(), v.verb_to_hoi_matrix(columns="object")[0, 41].item()
+        ((0, 41), 1.0, 1.0)
+
+        Raises:
+            ConfigurationError: unknown ``columns``, or ``"object"`` with an object index beyond the HOI count.
+        """
         ids = list(range(self.num_hois)) if hoi_ids is None else list(hoi_ids)
-        mat = torch.zeros(self.num_verbs, len(ids))
-        for j, c in enumerate(ids):
-            mat[self.hois[c][0], j] = 1.0
-        return mat
+        if columns == "hoi":
+            mat = torch.zeros(self.num_verbs, len(ids))
+            for j, c in enumerate(ids):
+                mat[self.hois[c][0], j] = 1.0
+            return mat
+        if columns != "object":
+            raise ConfigurationError(f"verb-to-HOI columns {columns!r} unknown; accepted: ('hoi', 'object')")
+        if self.num_objects > self.num_hois:
+            raise ConfigurationError(
+                f"vocabulary {self.name!r}: an object-indexed verb-to-HOI matrix needs at least as many HOI classes "
+                f"({self.num_hois}) as objects ({self.num_objects})")
+        full = torch.zeros(self.num_verbs, self.num_hois)
+        for v, o in self.hois:
+            full[v, o] = 1.0
+        return full[:, ids].contiguous()
 
     def verb_object_matrix(self) -> Tensor:
         """``[C_verb, C_obj]`` bool validity of (verb, object) combinations (``corre_*.npy``)."""

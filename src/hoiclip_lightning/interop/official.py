@@ -24,7 +24,7 @@ obj_class_ln}.*``
 ``hoi_class_fc.*``,
 ``transformer.clip_interaction_decoder
 .layers.{i}.norm4.*``
-``verb2hoi_proj``, ``verb2hoi_proj_eval``       dropped: rebuilt from the vocabulary (compared, see below)
+``verb2hoi_proj``, ``verb2hoi_proj_eval``       dropped: rebuilt from the vocabulary in the stored layout
 (not stored)                                    ``hoi_text_embeds``: the vocabulary's HOI prompts
                                                 encoded by the converted CLIP text tower;
                                                 ``transformer.clip_interaction_decoder.visual_proj``:
@@ -34,10 +34,14 @@ obj_class_ln}.*``
 Any other key, a key of our model that nothing provides, or a shape that differs stops the conversion
 with a :class:`~hoiclip_lightning.errors.CheckpointError` that lists them all.
 
-The architecture is read from the checkpoint itself (query count, widths, layer counts, ResNet depth,
-CLIP ViT variant) and from its ``args`` (dataset, zero-shot type, verb weight) unless a model config is
-given. OpenAI CLIP uses QuickGELU, so ViT CLIPs become open_clip's ``ViT-B-32-quickgelu`` /
-``ViT-B-16-quickgelu`` architectures (random init, then overwritten: nothing is downloaded).
+The architecture is read from the checkpoint itself (query count, widths, layer counts, ResNet depth, and
+the CLIP's widths, depths, patch and input sizes, matched against open_clip's registered architectures)
+and from its ``args`` (dataset, zero-shot type, heads, verb weight) unless a model config is given. The
+reference's CLIP is OpenAI's, trained with QuickGELU: a ``-quickgelu`` name is chosen when open_clip has
+one (``ViT-B-32-quickgelu``) and ``clip_quick_gelu: true`` is set in any case (random init, then
+overwritten: nothing is downloaded). The verb-to-HOI matrix the checkpoint stores decides
+``verb_to_hoi_columns``: the reference fills V-COCO's by object index, and the converted model keeps
+that matrix so that it reproduces the reference's outputs.
 """
 
 from __future__ import annotations
@@ -280,14 +284,16 @@ def _check_verb_matrices(official: dict[str, Tensor], model: torch.nn.Module, re
         theirs = official.get(key)
         if theirs is None or ours is None:
             continue
+        columns = getattr(getattr(model, "config", None), "verb_to_hoi_columns", "hoi")
+        kind = "the reference's object-indexed" if columns == "object" else "the vocabulary's"
         if tuple(theirs.shape) != tuple(ours.shape) or not torch.equal(theirs.float().cpu(), ours.float().cpu()):
             report.notes.append(
-                f"{key} {tuple(theirs.shape)} in the checkpoint differs from the vocabulary's verb-to-HOI matrix "
-                f"{tuple(ours.shape)}; the vocabulary's is used (the reference fills the V-COCO matrix by object "
-                "index, so V-COCO scores will differ from the reference's)"
+                f"{key} {tuple(theirs.shape)} in the checkpoint differs from {kind} verb-to-HOI matrix "
+                f"{tuple(ours.shape)} (verb_to_hoi_columns: {columns}), which is used: scores will differ from "
+                "the reference's"
             )
         else:
-            report.notes.append(f"{key} equals the vocabulary's verb-to-HOI matrix")
+            report.notes.append(f"{key} equals {kind} verb-to-HOI matrix (verb_to_hoi_columns: {columns})")
 
 
 def load_official_state_dict(model: torch.nn.Module, official: dict[str, Tensor], source: str = "") -> ConversionReport:
@@ -370,19 +376,80 @@ def _count_layers(state: dict[str, Tensor], prefix: str) -> int:
     return max(found) + 1 if found else 0
 
 
+def _clip_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    return {k[len("clip_model."):]: v for k, v in state.items() if k.startswith("clip_model.")}
+
+
 def _clip_architecture(state: dict[str, Tensor]) -> str:
-    conv = state.get("clip_model.visual.conv1.weight")
-    if conv is None:
+    """The open_clip name of the checkpoint's CLIP, read from its tensors (width, depth, patch, sizes).
+
+    The reference's CLIP is OpenAI's (QuickGELU): a ``-quickgelu`` name is preferred; the converter sets
+    ``clip_quick_gelu: true`` in any case.
+
+    Raises:
+        CheckpointError: no ViT CLIP in the checkpoint, or no open_clip architecture of those sizes (the
+            message describes it and names ``--model-config``).
+    """
+    from ..models.openai_clip import describe_architecture, openai_clip_architecture, registered_clip_name
+
+    if "clip_model.visual.conv1.weight" not in state:
         raise CheckpointError(
             "the checkpoint has no clip_model.visual.conv1.weight: not a HOICLIP (ViT CLIP) checkpoint"
         )
-    width, patch = int(conv.shape[0]), int(conv.shape[-1])
-    names = {(768, 32): "ViT-B-32-quickgelu", (768, 16): "ViT-B-16-quickgelu", (1024, 14): "ViT-L-14-quickgelu"}
-    if (width, patch) not in names:
+    try:
+        arch = openai_clip_architecture(_clip_state(state))
+    except CheckpointError as err:
+        raise CheckpointError(f"the checkpoint's CLIP (clip_model.*) is {err}") from err
+    name = registered_clip_name(arch)
+    if name is None:
         raise CheckpointError(
-            f"unknown CLIP image tower (width {width}, patch {patch}); pass a model config with the open_clip name"
+            f"the checkpoint's CLIP ({describe_architecture(arch)}) matches no open_clip architecture; register "
+            "one with open_clip.add_model_config and give its name as net.clip_model in a model YAML passed with "
+            "--model-config (hoiclip convert-official IN OUT --model-config my_model.yaml)"
         )
-    return names[(width, patch)]
+    return name
+
+
+def _check_clip_fits(state: dict[str, Tensor], clip_model: str) -> None:
+    """Refuse a ``--model-config`` whose CLIP has other sizes than the checkpoint's, saying which fits."""
+    import open_clip
+
+    from ..models.clip_encoder import register_library_clips
+    from ..models.openai_clip import config_architecture, describe_architecture, openai_clip_architecture
+
+    register_library_clips()
+    config = open_clip.factory._MODEL_CONFIGS.get(clip_model)
+    if config is None or "clip_model.visual.conv1.weight" not in state:
+        return
+    arch = openai_clip_architecture(_clip_state(state))
+    if config_architecture(config) != arch:
+        try:
+            hint = f"set net.clip_model: {_clip_architecture(state)}, or "
+        except CheckpointError:
+            hint = ""
+        raise CheckpointError(
+            f"the model config's clip_model {clip_model!r} is not the checkpoint's CLIP "
+            f"({describe_architecture(arch)}); {hint}leave out --model-config to read the architecture "
+            "from the checkpoint"
+        )
+
+
+def reference_verb_columns(state: dict[str, Tensor], vocabulary: HOIVocabulary, train_hoi_ids: list[int]) -> str:
+    """``verb_to_hoi_columns`` a reference checkpoint was trained with: ``"object"`` or ``"hoi"``.
+
+    The reference stores its verb-to-HOI matrix (``verb2hoi_proj``); it is compared with both layouts. A
+    checkpoint without it is judged by its vocabulary: the reference fills V-COCO's by object index.
+    """
+    stored = state.get("verb2hoi_proj")
+    if stored is not None:
+        for columns in ("object", "hoi"):
+            try:
+                mine = vocabulary.verb_to_hoi_matrix(train_hoi_ids, columns)
+            except ConfigurationError:
+                continue
+            if tuple(mine.shape) == tuple(stored.shape) and torch.equal(mine, stored.float().cpu()):
+                return columns
+    return "object" if vocabulary.name == "vcoco" else "hoi"
 
 
 def infer_net_config(state: dict[str, Tensor], args: argparse.Namespace | None = None) -> HOICLIPConfig:
@@ -398,9 +465,11 @@ def infer_net_config(state: dict[str, Tensor], args: argparse.Namespace | None =
         raise CheckpointError("the checkpoint lacks query_embed_h.weight or transformer.encoder.layers.0.*: "
                               "not a HOICLIP checkpoint")
     layer3 = _count_layers(state, "backbone.0.body.layer3.")
-    backbones = {6: "resnet50", 23: "resnet101"}
+    bottleneck = "backbone.0.body.layer3.0.conv3.weight" in state
+    backbones = {6: "resnet50", 23: "resnet101"} if bottleneck else {1: "resnet10", 2: "resnet18", 6: "resnet34"}
     if layer3 not in backbones:
-        raise CheckpointError(f"unknown ResNet depth ({layer3} blocks in layer3); expected ResNet-50 or -101")
+        raise CheckpointError(f"unknown ResNet depth ({layer3} {'bottleneck' if bottleneck else 'basic'} blocks in "
+                              "layer3); expected ResNet-10/18/34/50/101, or pass --model-config")
     heads = int(getattr(args, "nheads", 8)) if args is not None else 8
     verb_weight = getattr(args, "verb_weight", None) if args is not None else None
     if verb_weight is None:
@@ -419,6 +488,7 @@ def infer_net_config(state: dict[str, Tensor], args: argparse.Namespace | None =
         detr_checkpoint=None,
         clip_model=_clip_architecture(state),
         clip_pretrained=None,
+        clip_quick_gelu=True,
         verb_embeddings=None,
         verb_weight=float(verb_weight),
     )
@@ -519,8 +589,19 @@ def convert_official_checkpoint(
         guessed_vocab, guessed_zero_shot = infer_label_space(state, args)
     vocabulary = vocabulary or guessed_vocab
     zero_shot = zero_shot or guessed_zero_shot or "default"
+    if net is not None:
+        _check_clip_fits(state, net.clip_model)
     cfg = net if net is not None else infer_net_config(state, args)
-    cfg = dataclasses.replace(cfg, clip_pretrained=None, detr_checkpoint=None, verb_embeddings=None)
+    vocab = HOIVocabulary.resolve(str(vocabulary))
+    columns = reference_verb_columns(state, vocab, vocab.seen_hois(str(zero_shot)))
+    # the reference's CLIP is OpenAI's (QuickGELU, unless a model config says otherwise), and its verb-to-HOI
+    # matrix is the one it was trained with
+    quick_gelu = True if cfg.clip_quick_gelu is None else cfg.clip_quick_gelu
+    cfg = dataclasses.replace(cfg, clip_pretrained=None, detr_checkpoint=None, verb_embeddings=None,
+                              clip_quick_gelu=quick_gelu, verb_to_hoi_columns=columns)
+    if columns != "hoi":
+        log.info("%s was trained with the reference's object-indexed verb-to-HOI matrix: verb_to_hoi_columns: %s",
+                 src, columns)
     log.info("building %s (vocabulary %s, zero_shot %s) for %s", cfg.clip_model, vocabulary, zero_shot, src)
     module = HOICLIPModule(vocabulary=str(vocabulary), zero_shot=str(zero_shot), net=cfg)
     report = load_official_state_dict(module.model, state, source=str(src))

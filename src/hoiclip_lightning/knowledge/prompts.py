@@ -125,6 +125,9 @@ def cache_key(clip: TextEncoder, prompts: Sequence[str], templates: Sequence[str
         "templates": list(templates) if templates else None,
         "prompts": list(prompts),
     }
+    config = open_clip.factory._MODEL_CONFIGS.get(clip.model_name) or {}
+    if getattr(clip, "quick_gelu", False) and not config.get("quick_gelu", False):
+        payload["activation"] = "quick_gelu"  # forced onto a GELU architecture (OpenAI's weights)
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 

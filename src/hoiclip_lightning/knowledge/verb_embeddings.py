@@ -534,7 +534,8 @@ def main(argv: list[str] | None = None) -> VerbEmbeddings | None:
         from lightning.pytorch import seed_everything
 
         seed_everything(seed, verbose=False)
-    clip = CLIPEncoder(net.clip_model, net.clip_pretrained, net.clip_precision, frozen=True)
+    clip = CLIPEncoder(net.clip_model, net.clip_pretrained, net.clip_precision, frozen=True,
+                       quick_gelu=getattr(net, "clip_quick_gelu", None))
     clip.seed = seed if net.clip_pretrained is None else None
     workers = cfg.num_workers if cfg.num_workers is not None else int(data_args.get("num_workers", 0))
     result = compute_verb_embeddings(

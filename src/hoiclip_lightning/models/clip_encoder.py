@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from pathlib import Path
 from typing import Literal
 
 import open_clip
@@ -100,6 +101,35 @@ def state_dict_fingerprint(state_dict: dict[str, Tensor], include: str = "", exc
     return h.hexdigest()
 
 
+def _config_quick_gelu(model_name: str) -> bool:
+    """Whether open_clip's config of ``model_name`` uses QuickGELU."""
+    config = open_clip.factory._MODEL_CONFIGS.get(model_name) or {}
+    return bool(config.get("quick_gelu", False))
+
+
+def check_clip_model_name(model_name: str) -> None:
+    """Refuse an architecture name open_clip does not know, suggesting the closest known names.
+
+    Names with a schema (``hf-hub:...``, ``local-dir:...``) are left to open_clip.
+
+    Raises:
+        ConfigurationError: the name is unknown (the message lists up to five close names).
+    """
+    if ":" in model_name:
+        return
+    known = open_clip.list_models()
+    if model_name in known:
+        return
+    import difflib
+
+    close = difflib.get_close_matches(model_name, known, n=5, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise ConfigurationError(
+        f"unknown CLIP model {model_name!r} (clip_model): open_clip has no architecture of that name{hint} "
+        "(open_clip.list_models() lists all; HOICLIP needs a CLS-pooled ViT such as ViT-B-32)"
+    )
+
+
 class _DropRandomInitWarning(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "initialized randomly" not in record.getMessage()
@@ -127,10 +157,15 @@ class CLIPEncoder(nn.Module):
         precision: dtype of the towers (``fp32``, ``fp16``, ``bf16``; open_clip keeps LayerNorms in fp32).
             Outputs are always returned in fp32. Low precision requires ``frozen=True``.
         frozen: no parameter requires grad and the model stays in eval mode even under ``.train()``.
+        quick_gelu: the activation. ``None``: from the weights (QuickGELU for OpenAI's, see
+            :meth:`_from_local_file`; the architecture's own otherwise); ``True``: QuickGELU;
+            ``False``: the architecture's own (refused for OpenAI's weights).
 
     Attributes:
         model: the open_clip model (parameter names ``model.visual.*``, ``model.transformer.*``, ...).
         model_name, pretrained, precision: the arguments (they key the prompt-embedding cache).
+        quick_gelu: whether the built model uses QuickGELU (keys the prompt-embedding cache when it
+            differs from the architecture's own activation).
         width: W, visual transformer width.
         embed_dim: E, joint embedding width.
         image_size: S, square input size of the image tower.
@@ -144,6 +179,7 @@ class CLIPEncoder(nn.Module):
         pretrained: str | None = "openai",
         precision: Literal["fp32", "fp16", "bf16"] = "fp32",
         frozen: bool = True,
+        quick_gelu: bool | None = None,
     ) -> None:
         super().__init__()
         if precision not in _DTYPES:
@@ -151,21 +187,36 @@ class CLIPEncoder(nn.Module):
         if precision != "fp32" and not frozen:
             raise ConfigurationError(f"clip_precision={precision!r} needs a frozen CLIP (freeze_clip=True)")
         register_tiny_clip()
+        check_clip_model_name(model_name)
         from .clip_weights import read_clip_weights
 
         weights = read_clip_weights(pretrained, model_name) if pretrained else None
         try:
             if weights is not None:  # a hoiclip CLIP weights file: architecture and fingerprint already checked
+                own = bool(weights.model_config.get("quick_gelu", False))
+                if quick_gelu is not None and quick_gelu != own:
+                    raise ConfigurationError(
+                        f"{weights.path} was written for {model_name!r} with {'QuickGELU' if own else 'GELU'}; "
+                        f"clip_quick_gelu: {quick_gelu} contradicts it (remove the setting)")
                 with _quiet_random_init():
                     model = open_clip.create_model(model_name, pretrained=None, precision=precision)
                 model.load_state_dict(weights.state_dict)
+                self.quick_gelu = own
                 log.info("CLIP %s weights from %s (fingerprint %s)", model_name, weights.path,
                          weights.fingerprint[:12])
+            elif pretrained and Path(str(pretrained)).expanduser().is_file():
+                model = self._from_local_file(model_name, Path(str(pretrained)).expanduser(), precision, quick_gelu)
             else:
                 # OpenAI's weights were trained with QuickGELU; open_clip's plain "ViT-B-32" config uses GELU
                 # and would only warn, so the activation is forced for the `openai` tag (as the reference's CLIP)
+                if pretrained == "openai" and quick_gelu is False:
+                    raise ConfigurationError(
+                        "clip_pretrained: openai loads OpenAI's weights, trained with QuickGELU; remove "
+                        "clip_quick_gelu: false")
+                force = pretrained == "openai" or bool(quick_gelu)
                 model = open_clip.create_model(model_name, pretrained=pretrained or None, precision=precision,
-                                               force_quick_gelu=pretrained == "openai")
+                                               force_quick_gelu=force)
+                self.quick_gelu = force or _config_quick_gelu(model_name)
         except RuntimeError as err:
             raise ConfigurationError(
                 f"open_clip could not create {model_name!r} with pretrained={pretrained!r}: {err}"
@@ -206,6 +257,72 @@ class CLIPEncoder(nn.Module):
             model_name, pretrained, precision, self.width, self.embed_dim, self.image_size, self.num_tokens,
             "frozen" if frozen else "trainable",
         )
+
+    # ------------------------------------------------------------------ local weights files
+    def _from_local_file(self, model_name: str, path: Path, precision: str, quick_gelu: bool | None) -> nn.Module:
+        """Build ``model_name`` with the weights of a local file that is not a hoiclip CLIP weights file.
+
+        OpenAI's weights get QuickGELU whatever their form: a TorchScript archive (read without running
+        its code, :func:`~hoiclip_lightning.models.openai_clip.read_torchscript_state_dict`) or a state
+        dict saved from one (it keeps the archive's ``input_resolution`` / ``context_length`` /
+        ``vocab_size``). A plain state dict that does not show its origin, for an architecture that OpenAI
+        released with QuickGELU but open_clip defines with GELU (``ViT-B-32``; a ``-quickgelu`` twin is
+        registered), is refused unless ``quick_gelu`` says which activation it was trained with. Other
+        files (safetensors ...) are read by open_clip.
+        """
+        from .openai_clip import OPENAI_ARCHIVE_KEYS, openai_weights_origin
+
+        origin, state = openai_weights_origin(path)
+        openai = origin in ("torchscript", "openai_state_dict")
+        own = _config_quick_gelu(model_name)
+        kind = "a TorchScript archive" if origin == "torchscript" else "a state dict saved from OpenAI's archive"
+        if openai and quick_gelu is False and not own:
+            raise ConfigurationError(
+                f"{path} is {kind}: OpenAI's CLIP weights, trained with QuickGELU; clip_quick_gelu: false would "
+                f"build GELU and change every output. Remove clip_quick_gelu (or set it to true)")
+        twin = f"{model_name}-quickgelu"
+        if quick_gelu is None and not openai and not own and twin in open_clip.list_models():
+            raise ConfigurationError(
+                f"{path}: a state dict for {model_name!r}, whose open_clip config uses GELU, while OpenAI's weights "
+                f"for this architecture were trained with QuickGELU, and nothing in the file shows which it holds. "
+                f"For OpenAI's weights set clip_model: {twin} (or give OpenAI's TorchScript archive itself); "
+                f"for weights trained with GELU set clip_quick_gelu: false")
+        use_quick_gelu = own or openai or bool(quick_gelu)
+        if state is None:  # a format open_clip reads itself
+            model = open_clip.create_model(model_name, pretrained=str(path), precision=precision,
+                                           force_quick_gelu=use_quick_gelu)
+        else:
+            with _quiet_random_init():
+                model = open_clip.create_model(model_name, pretrained=None, precision=precision,
+                                               force_quick_gelu=use_quick_gelu)
+            self._load_plain_state(model, model_name, state, path, ignore=OPENAI_ARCHIVE_KEYS)
+        self.quick_gelu = use_quick_gelu
+        log.info("CLIP %s weights from %s (%s, %s)", model_name, path, origin.replace("_", " "),
+                 "QuickGELU" if use_quick_gelu else "GELU")
+        return model
+
+    @staticmethod
+    def _load_plain_state(model: nn.Module, model_name: str, state: dict[str, Tensor], path: Path,
+                          ignore: tuple[str, ...]) -> None:
+        from ..errors import CheckpointError
+        from .openai_clip import describe_architecture, openai_clip_architecture, registered_clip_name
+
+        own = model.state_dict()
+        extra = [k for k in state if k not in own and k not in ignore and not k.endswith("attn_mask")]
+        missing = [k for k in own if k not in state]
+        shapes = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+        if extra or missing or shapes:
+            try:
+                arch = openai_clip_architecture(state)
+                name = registered_clip_name(arch)
+                found = f"; the file holds {describe_architecture(arch)}" + (f" (clip_model: {name})" if name else "")
+            except CheckpointError:
+                found = ""
+            raise CheckpointError(
+                f"{path} does not fit CLIP {model_name!r}: {len(missing)} missing, {len(extra)} unexpected, "
+                f"{len(shapes)} of another shape (first: {(missing + extra + shapes)[:3]}){found}")
+        with torch.no_grad():
+            model.load_state_dict({k: state[k] for k in own}, strict=True)
 
     # ------------------------------------------------------------------ modes
     def train(self, mode: bool = True) -> CLIPEncoder:

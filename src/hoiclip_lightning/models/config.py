@@ -35,8 +35,14 @@ class HOICLIPConfig:
             two-branch conversion; loaded non-strictly after construction. ``None``: random init.
         clip_model: open_clip model name (``ViT-B-32`` in the paper), or ``hoiclip-tiny`` / ``hoiclip-small``
             (small models registered by this library, for tests and the quickstart).
-        clip_pretrained: open_clip pretrained tag (``openai``) or a local weights file (including a
-            ``hoiclip clip-pretrain`` file for the same ``clip_model``); ``None``: random.
+        clip_pretrained: open_clip pretrained tag (``openai``) or a local weights file (a ``hoiclip
+            clip-pretrain`` file, OpenAI's TorchScript archive such as ``ViT-B-32.pt``, read without running
+            its code, or a state dict); ``None``: random.
+        clip_quick_gelu: the CLIP's activation. ``None`` decides from the weights: QuickGELU for OpenAI's
+            weights (the ``openai`` tag, a TorchScript archive, a state dict with the archive's extra keys),
+            the architecture's own otherwise; a plain state dict for an architecture OpenAI released with
+            QuickGELU but open_clip defines with GELU (``ViT-B-32``) is refused as ambiguous. ``True`` forces
+            QuickGELU, ``False`` keeps the architecture's activation (refused for OpenAI's weights).
         clip_precision: dtype the frozen CLIP towers run in (the reference runs fp16 on GPU).
         freeze_clip: keep CLIP frozen (paper); False trains it at ``lr_clip``.
         clip_retrieval: the interaction decoder cross-attends CLIP's spatial tokens (paper). False is the
@@ -48,6 +54,12 @@ class HOICLIPConfig:
             official ``verb.pth``); ``None``: derived from text embeddings (mean of HOI prompt minus
             object prompt per verb), which needs no image pass.
         verb_weight: weight of the verb term in the HOI logits (0.5 HICO-DET, 0.1 V-COCO).
+        verb_to_hoi_columns: *reference quirk, off by default* how the verb logits are spread over the HOI
+            columns. ``hoi`` (correct): verb v adds to every HOI class (v, o). ``object``: the reference's
+            V-COCO matrix, filled at ``[verb, object index]``, so verb v adds to the HOI columns whose
+            numbers are the object indices o of its classes. The released V-COCO weights were trained with
+            it; ``hoiclip convert-official`` sets it for them (see ``docs/reference-differences.md``). New
+            training keeps ``hoi``.
         prompt_templates: ``None`` embeds the vocabulary's prompts verbatim (paper). A list of format strings
             with one ``{}`` (filled with the prompt minus its leading "a photo of ") embeds each prompt with
             every template and averages the normalised embeddings (prompt ensembling, beyond the reference).
@@ -98,6 +110,7 @@ class HOICLIPConfig:
     detr_checkpoint: str | None = None
     clip_model: str = "ViT-B-32"
     clip_pretrained: str | None = "openai"
+    clip_quick_gelu: bool | None = None
     clip_precision: Literal["fp32", "fp16", "bf16"] = "fp32"
     freeze_clip: bool = True
     clip_retrieval: bool = True
@@ -105,6 +118,7 @@ class HOICLIPConfig:
     verb_adapter: bool = True
     verb_embeddings: str | None = None
     verb_weight: float = 0.5
+    verb_to_hoi_columns: Literal["hoi", "object"] = "hoi"
     prompt_templates: list[str] | None = None
     prompt_cache: bool = True
     prompt_cache_dir: str | None = None

@@ -161,7 +161,8 @@ class HOICLIP(nn.Module):
         self._check_config(cfg)
         d = cfg.hidden_dim
 
-        self.clip = CLIPEncoder(cfg.clip_model, cfg.clip_pretrained, cfg.clip_precision, frozen=cfg.freeze_clip)
+        self.clip = CLIPEncoder(cfg.clip_model, cfg.clip_pretrained, cfg.clip_precision, frozen=cfg.freeze_clip,
+                                quick_gelu=cfg.clip_quick_gelu)
         width, embed = self.clip.width, self.clip.embed_dim
         if width % cfg.inter_nheads:
             raise ConfigurationError(
@@ -231,8 +232,11 @@ class HOICLIP(nn.Module):
             with torch.no_grad():
                 self.verb_projection.weight.copy_(verb_weight)
             self.verb_projection.requires_grad_(cfg.train_verb_classifier)
-            self.register_buffer("verb2hoi_proj", vocabulary.verb_to_hoi_matrix(self.train_hoi_ids), persistent=False)
-            self.register_buffer("verb2hoi_proj_eval", vocabulary.verb_to_hoi_matrix(), persistent=False)
+            columns = cfg.verb_to_hoi_columns
+            self.register_buffer("verb2hoi_proj", vocabulary.verb_to_hoi_matrix(self.train_hoi_ids, columns),
+                                 persistent=False)
+            self.register_buffer("verb2hoi_proj_eval", vocabulary.verb_to_hoi_matrix(columns=columns),
+                                 persistent=False)
 
         if cfg.detr_checkpoint:
             from .detr_checkpoint import load_detr_checkpoint
@@ -333,8 +337,9 @@ class HOICLIP(nn.Module):
         self.eval_visual_projection = linear("eval_visual_projection", False) if self.is_zero_shot else None
         if self.verb_projection is not None:
             self.verb_projection = linear("verb_projection", cfg.train_verb_classifier)
-            self.verb2hoi_proj = vocabulary.verb_to_hoi_matrix(train_ids).to(device)
-            self.verb2hoi_proj_eval = vocabulary.verb_to_hoi_matrix().to(device)
+            columns = cfg.verb_to_hoi_columns
+            self.verb2hoi_proj = vocabulary.verb_to_hoi_matrix(train_ids, columns).to(device)
+            self.verb2hoi_proj_eval = vocabulary.verb_to_hoi_matrix(columns=columns).to(device)
         if self.dense_class_embed is not None:
             self.dense_class_embed = linear("dense_class_embed", True)
         if self.query_selector is not None:  # the dense channels of the objects end at the new C_obj

@@ -280,6 +280,29 @@ class HOICLIPModule(L.LightningModule):
         checkpoint["hoiclip_vocabulary"] = self.vocab.to_dict()
 
     # ------------------------------------------------------------------ set-up
+    def check_clip_image_size(self, datamodule: object) -> None:
+        """Refuse a datamodule whose CLIP view is not the size the CLIP image tower takes.
+
+        Called at ``setup`` and by the CLI right after building model and data, so a wrong
+        ``clip_image_size`` stops the run before the first step (it would otherwise fail there with a
+        tensor-shape error in the CLIP positional embedding).
+
+        Args:
+            datamodule: anything with ``hparams["clip_image_size"]`` (an ``HOIDataModule``); other
+                objects are not checked.
+
+        Raises:
+            ConfigurationError: naming both sizes and the setting to change.
+        """
+        hparams = getattr(datamodule, "hparams", None)
+        size = hparams.get("clip_image_size") if isinstance(hparams, dict) else None
+        want = self.model.clip.image_size
+        if size is not None and int(size) != want:
+            raise ConfigurationError(
+                f"data clip_image_size = {size}, but the CLIP model {self.model.clip.model_name!r} takes "
+                f"{want} x {want} px images; set data.init_args.clip_image_size: {want}"
+            )
+
     def setup(self, stage: str) -> None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if dm is None:
@@ -295,6 +318,7 @@ class HOICLIPModule(L.LightningModule):
             raise ConfigurationError(
                 f"the datamodule's zero_shot {dm_zero_shot!r} differs from the model's {self.zero_shot!r}"
             )
+        self.check_clip_image_size(dm)
         try:
             counts = dm.hoi_train_counts
         except (AttributeError, RuntimeError):
