@@ -68,7 +68,7 @@ def test_ckpt_path_last_without_a_checkpoint_fails_loudly(tmp_path, monkeypatch)
     from hoiclip_lightning.errors import CheckpointNotFoundError
 
     monkeypatch.chdir(ROOT)
-    run = ["--config", "tests/conf/hico_tiny.yaml", "--trainer.limit_train_batches", "1",
+    run = ["--config", "tests/conf/hico_tiny.yaml", "--trainer.limit_train_batches", "2",
            "--trainer.limit_val_batches", "0", "--trainer.default_root_dir", str(tmp_path),
            "--trainer.enable_checkpointing", "true", "--trainer.callbacks+=hoiclip_lightning.callbacks.RunCheckpoint",
            "--trainer.callbacks.save_last", "true"]
@@ -78,12 +78,13 @@ def test_ckpt_path_last_without_a_checkpoint_fails_loudly(tmp_path, monkeypatch)
     assert not folder.exists()  # nothing was trained
     with pytest.raises(CheckpointNotFoundError, match="no last checkpoint"):
         main(["validate", *run, "--ckpt_path", "last"])
-    main(["fit", *run])
-    assert (folder / "last.ckpt").is_file()
-    main(["fit", *run, "--trainer.max_epochs", "2", "--ckpt_path", "last"])  # resumes: one more step
     import torch
 
-    assert torch.load(folder / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 2
+    main(["fit", *run])
+    first = torch.load(folder / "last.ckpt", map_location="cpu", weights_only=False)["global_step"]
+    main(["fit", *run, "--trainer.max_epochs", "2", "--ckpt_path", "last"])  # resumes: one more epoch
+    assert first > 0
+    assert torch.load(folder / "last.ckpt", map_location="cpu", weights_only=False)["global_step"] == 2 * first
 
 
 def test_quickstart_checkpoints_in_one_folder_with_a_periodic_last():
@@ -131,6 +132,13 @@ def test_format_metric_table_hand_case():
     assert "34.69" in lines[3] and "31.12" in lines[3]
     assert lines[4].split("|")[2].strip() == "35.00" and lines[4].split("|")[3].strip() == "-"
     assert format_metric_table({}) == ""
+    # every test metric has a cell (the table replaces Lightning's listing): known ones by name, others as logged
+    table = format_metric_table({"test/mAP_full": 1.0, "test/mAP_seen_ko": 2.0, "test/other_metric_name": 3.0,
+                                 "test/tfe/mAP_full": 4.0, "val/mAP_full": 5.0})
+    header, plain, tfe = (table.splitlines()[i].split("|")[2:-1] for i in (1, 3, 4))
+    assert [c.strip() for c in header] == ["Full", "Seen KO", "other_metric_name"]
+    assert [c.strip() for c in plain] == ["1.00", "2.00", "3.00"] and [c.strip() for c in tfe] == ["4.00", "-", "-"]
+    assert "5.00" not in table
 
 
 def test_vcoco_fixture_logs_role_ap(tmp_path, capsys, monkeypatch):

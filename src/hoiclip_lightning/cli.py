@@ -112,17 +112,20 @@ class HOICLIPCLI(LightningCLI):
 
     def _require_last_checkpoint(self) -> None:
         """``--ckpt_path last`` must find a checkpoint; Lightning would warn and start from scratch."""
-        from lightning.pytorch.callbacks import ModelCheckpoint
+        from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
 
         from .errors import CheckpointNotFoundError
 
         if self.config.get(self.subcommand, {}).get("ckpt_path") != "last":
             return
         callbacks = [cb for cb in self.trainer.checkpoint_callbacks if isinstance(cb, ModelCheckpoint)]
-        found = set().union(*(cb._find_last_checkpoints(self.trainer) for cb in callbacks)) if callbacks else set()
+        # the candidates of Lightning's own `ckpt_path="last"` look-up
+        found = {cb.ckpt_path for cb in self.trainer.callbacks if isinstance(cb, OnExceptionCheckpoint)}
+        found = found.union(*(cb._find_last_checkpoints(self.trainer) for cb in callbacks))
         if any(os.path.isfile(path) for path in found):
             return
-        folders = sorted({str(cb.dirpath) for cb in callbacks if cb.dirpath})
+        folders = sorted({str(cb.dirpath) if cb.dirpath else f"the logger's folder ({type(cb).__name__}, no dirpath)"
+                          for cb in callbacks})
         where = f"in {', '.join(folders)}" if folders else "(the config has no checkpoint callback)"
         raise CheckpointNotFoundError(
             f"{self.subcommand} --ckpt_path last: no last checkpoint {where} (trainer.default_root_dir: "
