@@ -10,7 +10,7 @@ Extra subcommands (each has ``--help``)::
 
     hoiclip synth --out data/synthetic --seed 0 --num-train 400 --num-test 100 --num-val 100
     hoiclip clip-pretrain --out data/clip/hoiclip_small.pt --synthetic 3000
-    hoiclip export-detector runs/detector_pretrain/last.ckpt --out data/detector/synthetic_detector.pt
+    hoiclip export-detector runs/detector_pretrain/checkpoints/last.ckpt --out data/detector/synthetic_detector.pt
     hoiclip evaluate --predictions results.json --annotations test_hico.json
 """
 

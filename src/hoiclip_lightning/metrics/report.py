@@ -16,8 +16,8 @@ from ..vocabulary import HOIVocabulary
 #: (metric key, column title) of the table, in column order; a column is shown when any row has its key
 TABLE_COLUMNS = (("mAP_full", "Full"), ("mAP_rare", "Rare"), ("mAP_non_rare", "Non-rare"),
                  ("mAP_full_ko", "Full KO"), ("mAP_rare_ko", "Rare KO"), ("mAP_non_rare_ko", "Non-rare KO"),
-                 ("mAP_unseen", "Unseen"), ("mAP_seen", "Seen"),
-                 ("mAP_role_s1", "Role AP S1"), ("mAP_role_s2", "Role AP S2"))
+                 ("mAP_unseen", "Unseen"), ("mAP_seen", "Seen"), ("mAP_unseen_ko", "Unseen KO"),
+                 ("mAP_seen_ko", "Seen KO"), ("mAP_role_s1", "Role AP S1"), ("mAP_role_s2", "Role AP S2"))
 
 
 def format_metric_table(metrics: Mapping[str, float], prefix: str = "test",
