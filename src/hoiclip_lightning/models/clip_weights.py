@@ -73,6 +73,21 @@ def _open_clip_config(name: str) -> dict[str, Any] | None:
     return open_clip.factory._MODEL_CONFIGS.get(name)
 
 
+def _write_weights_file(path: str | Path, payload: dict[str, Any], state: dict[str, Tensor]) -> Path:
+    """Write ``payload`` with ``state`` and its three fingerprints (parents created; atomic replace)."""
+    from .clip_encoder import state_dict_fingerprint
+
+    payload = dict(payload, state_dict=state, fingerprint=state_dict_fingerprint(state),
+                   image_fingerprint=state_dict_fingerprint(state, include="visual."),
+                   text_fingerprint=state_dict_fingerprint(state, exclude="visual."))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
 def save_clip_weights(path: str | Path, model: nn.Module, clip_model: str,
                       metadata: dict[str, Any] | None = None) -> Path:
     """Write an open_clip ``CLIP`` model as a CLIP weights file (parents created; atomic replace).
@@ -86,8 +101,6 @@ def save_clip_weights(path: str | Path, model: nn.Module, clip_model: str,
     Returns:
         the path written.
     """
-    from .clip_encoder import state_dict_fingerprint
-
     config = _open_clip_config(clip_model)
     if config is None:
         raise CheckpointError(f"cannot save {path}: architecture {clip_model!r} is not registered with open_clip")
@@ -98,18 +111,9 @@ def save_clip_weights(path: str | Path, model: nn.Module, clip_model: str,
         "format_version": CLIP_WEIGHTS_VERSION,
         "clip_model": clip_model,
         "model_config": copy.deepcopy(config),
-        "state_dict": state,
-        "fingerprint": state_dict_fingerprint(state),
-        "image_fingerprint": state_dict_fingerprint(state, include="visual."),
-        "text_fingerprint": state_dict_fingerprint(state, exclude="visual."),
         "metadata": dict(metadata or {}),
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
+    return _write_weights_file(path, payload, state)
 
 
 def convert_clip_weights(src: str | Path, dst: str | Path, dtype: torch.dtype = torch.float16) -> Path:
@@ -126,23 +130,14 @@ def convert_clip_weights(src: str | Path, dst: str | Path, dtype: torch.dtype = 
     Returns:
         the path written.
     """
-    from .clip_encoder import state_dict_fingerprint
-
-    src, dst = Path(src), Path(dst)
+    src = Path(src)
     obj = _peek(src)
     if obj is None:
         raise CheckpointError(f"{src}: not a CLIP weights file (written by save_clip_weights / hoiclip clip-pretrain)")
     read_clip_weights(src, obj["clip_model"])  # refuses a damaged file before anything is written
     state = {k: (v.to(dtype) if torch.is_floating_point(v) else v).clone() for k, v in obj["state_dict"].items()}
-    payload = dict(obj, state_dict=state, fingerprint=state_dict_fingerprint(state),
-                   image_fingerprint=state_dict_fingerprint(state, include="visual."),
-                   text_fingerprint=state_dict_fingerprint(state, exclude="visual."),
-                   metadata={**dict(obj.get("metadata") or {}), "stored_dtype": str(dtype).replace("torch.", "")})
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dst.with_name(dst.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(dst)
-    return dst
+    metadata = {**dict(obj.get("metadata") or {}), "stored_dtype": str(dtype).replace("torch.", "")}
+    return _write_weights_file(dst, dict(obj, metadata=metadata), state)
 
 
 def _peek(path: Path) -> dict[str, Any] | None:
