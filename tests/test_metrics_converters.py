@@ -446,6 +446,179 @@ def test_jsonl_of_hoiclip_predict_and_unknown_images(tmp_path):
         evaluate_files(tmp_path / "q.jsonl", tmp_path / "test_hico.json")
 
 
+# ---------------------------------------------------------------------- V-COCO end to end
+VV = HOIVocabulary.builtin("vcoco")
+V_HOLD, V_LOOK, V_STAND, V_RIDE = (VV.verbs.index(n) for n in ("hold_obj", "look_obj", "stand", "ride_instr"))
+V_CUP, V_PIZZA, V_NONE = VV.objects.index("cup"), VV.objects.index("pizza"), VV.no_object_index
+BOX_A, BOX_C = [10.0, 10.0, 60.0, 110.0], [40.0, 50.0, 70.0, 80.0]  # image 0: person A holds cup C, stands
+BOX_B, BOX_D = [100.0, 20.0, 160.0, 140.0], [150.0, 60.0, 190.0, 100.0]  # image 1: B holds (no object), looks at D
+BOX_E, BOX_Z = [5.0, 5.0, 55.0, 105.0], [0.0, 0.0, 20.0, 20.0]  # image 2: E holds (no object); Z a predicted box
+VCOCO_NAMES = [f"COCO_val2014_{i:012d}.jpg" for i in (10, 20, 30)]
+
+
+def vcoco_records():
+    """test_vcoco.json (HOIA): COCO category ids, 0-based action-role ids, object_id -1 for a role without object."""
+    cup = VV.object_category_ids[V_CUP]
+    return [
+        {"file_name": VCOCO_NAMES[0],
+         "annotations": [{"bbox": BOX_A, "category_id": 1}, {"bbox": BOX_C, "category_id": cup}],
+         "hoi_annotation": [{"subject_id": 0, "object_id": 1, "category_id": V_HOLD},
+                            {"subject_id": 0, "object_id": -1, "category_id": V_STAND}]},
+        {"file_name": VCOCO_NAMES[1],
+         "annotations": [{"bbox": BOX_B, "category_id": 1}, {"bbox": BOX_D, "category_id": cup}],
+         "hoi_annotation": [{"subject_id": 0, "object_id": -1, "category_id": V_HOLD},
+                            {"subject_id": 0, "object_id": 1, "category_id": V_LOOK}]},
+        {"file_name": VCOCO_NAMES[2], "annotations": [{"bbox": BOX_E, "category_id": 1}],
+         "hoi_annotation": [{"subject_id": 0, "object_id": -1, "category_id": V_HOLD}]},
+    ]
+
+
+def vcoco_qpic_outputs():
+    """HOICLIP / GEN-VLKT V-COCO post-processor outputs (one query per image): hoi_scores [1, 263], obj_scores
+    [1, 81 + 1], labels of the two boxes (80 = no object)."""
+    def one(sub, obj, label, hoi, obj_scores):
+        h = torch.zeros(1, VV.num_hois)
+        for (v, o), value in hoi.items():
+            h[0, VV.hoi_index(v, o)] = value
+        p = torch.zeros(1, VV.num_objects + 1)
+        for o, value in obj_scores.items():
+            p[0, o] = value
+        return {"labels": torch.tensor([0, label]), "boxes": torch.tensor([sub, obj]), "hoi_scores": h,
+                "obj_scores": p, "sub_ids": torch.tensor([0]), "obj_ids": torch.tensor([1])}
+
+    return [
+        one(BOX_A, BOX_C, V_CUP, {(V_HOLD, V_CUP): 0.8}, {V_CUP: 0.5}),  # hold: 0.8 + 0.5^2 = 1.05
+        # hold: max(0.93 hold cup, 0.95 hold pizza) = 0.95, object = the box's label (cup); look: 0.7
+        one(BOX_B, BOX_D, V_CUP, {(V_HOLD, V_CUP): 0.93, (V_HOLD, V_PIZZA): 0.95, (V_LOOK, V_CUP): 0.7}, {}),
+        one(BOX_E, BOX_Z, V_NONE, {(V_HOLD, V_NONE): 0.9}, {}),  # label 80: an empty role
+    ]
+
+
+# Role AP by hand. hold_obj: 3 persons do it (A with cup C; B and E without object). look_obj: B with D.
+# Per (query, verb): hold A 1.05 (TP), B 0.95 (role box D where B has no object: S1 FP, S2 TP), E 0.9 (empty
+# role: TP). S1: rec 1/3, 1/3, 2/3 with prec 1, 1/2, 2/3 -> AP 1/3 + 1/3 * 2/3 = 5/9; S2: AP 1. look_obj:
+# B 0.7 TP first (the A and E triplets of look score 0.25 and 0) -> AP 1.
+VCOCO_S1, VCOCO_S2 = (5 / 9 + 1) / 2 * 100, 100.0
+
+
+def test_qpic_per_verb_takes_the_best_class_of_each_verb_and_the_box_label():
+    p = predictions_from_qpic(vcoco_qpic_outputs()[1], 1, VV, per_verb=True, topk=2)
+    assert p.verb_labels.tolist() == [V_HOLD, V_LOOK] and p.scores.tolist() == pytest.approx([0.95, 0.7])
+    assert p.obj_labels.tolist() == [V_CUP, V_CUP]  # hold pizza gave the max; the box says cup
+    assert p.hoi_labels.tolist() == [VV.hoi_index(V_HOLD, V_CUP), VV.hoi_index(V_LOOK, V_CUP)]
+    # per HOI class (HICO-DET convention) the same query gives two hold_obj triplets
+    p = predictions_from_qpic(vcoco_qpic_outputs()[1], 1, VV, topk=3)
+    assert p.verb_labels.tolist() == [V_HOLD, V_HOLD, V_LOOK] and p.obj_labels.tolist() == [V_PIZZA, V_CUP, V_CUP]
+    # every verb with a class on cup gets a triplet; the (verb, cup) pairs that are no class are dropped
+    skipped = Counter()
+    p = predictions_from_qpic(vcoco_qpic_outputs()[1], 1, VV, per_verb=True, topk=None, skipped=skipped)
+    with_cup = sorted({v for v, o in VV.hois if o == V_CUP})
+    assert sorted(p.verb_labels.tolist()) == with_cup and skipped["not_an_hoi_class"] == VV.num_verbs - len(with_cup)
+
+
+def vcoco_role_ap(preds):
+    from hoiclip_lightning.metrics import VCOCORoleAP
+
+    metric = VCOCORoleAP(VV)
+    metric.update(preds, ground_truth_from_ppdm(vcoco_records(), VV, dataset_format="vcoco"))
+    return {k: float(v) for k, v in metric.compute().items() if v.numel() == 1}
+
+
+def test_vcoco_qpic_outputs_end_to_end_python_and_cli(tmp_path, capsys):
+    """`hoiclip evaluate --dataset vcoco` on a pickle of HOICLIP V-COCO outputs: S1 / S2 as computed by hand."""
+    from hoiclip_lightning.cli import main
+
+    (tmp_path / "test_vcoco.json").write_text(json.dumps(vcoco_records()))
+    torch.save(vcoco_qpic_outputs(), tmp_path / "vcoco_preds.pt")  # a list in test-set order
+    got = evaluate_files(tmp_path / "vcoco_preds.pt", tmp_path / "test_vcoco.json", dataset="vcoco")
+    assert got.metrics["mAP_role_s1"] == pytest.approx(VCOCO_S1)
+    assert got.metrics["mAP_role_s2"] == pytest.approx(VCOCO_S2)
+    ap_s1 = got.per_class["ap_role_s1"]
+    assert ap_s1[V_HOLD] == pytest.approx(500 / 9) and ap_s1[V_LOOK] == pytest.approx(100.0)
+    assert np.count_nonzero(~np.isnan(ap_s1)) == 2 and "mAP_full" in got.metrics
+    # the same through the converters and VCOCORoleAP by hand
+    preds = [predictions_from_qpic(o, i, VV, per_verb=True) for i, o in enumerate(vcoco_qpic_outputs())]
+    direct = vcoco_role_ap(preds)
+    assert direct["mAP_role_s1"] == got.metrics["mAP_role_s1"] and direct["mAP_role_s2"] == got.metrics["mAP_role_s2"]
+    # per HOI class instead, B's second hold_obj triplet (0.93, above E) is a duplicate: S2 hold = 2/3 + 1/3 * 3/4
+    per_class = vcoco_role_ap([predictions_from_qpic(o, i, VV) for i, o in enumerate(vcoco_qpic_outputs())])
+    assert per_class["mAP_role_s2"] == pytest.approx((2 / 3 + 1 / 4 + 1) / 2 * 100)
+
+    main(["evaluate", "--predictions", str(tmp_path / "vcoco_preds.pt"), "--annotations",
+          str(tmp_path / "test_vcoco.json"), "--dataset", "vcoco", "--out", str(tmp_path / "eval")])
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "HOI detection mAP (vcoco, official protocol)"
+    header = [c.strip() for c in lines[1].split("|")[1:-1]]
+    row = [c.strip() for c in lines[3].split("|")[1:-1]]
+    cells = dict(zip(header, row, strict=True))
+    assert cells["Role AP S1"] == "77.78" and cells["Role AP S2"] == "100.00"
+    report = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert report["metrics"]["mAP_role_s1"] == pytest.approx(VCOCO_S1) and report["num_images"] == 3
+    assert len(report["per_class"]["ap_role_s2"]) == VV.num_verbs
+
+
+def test_vcoco_evaluator_dump_category_is_the_verb(tmp_path):
+    """VCOCOEvaluator(...).preds of GEN-VLKT / HOICLIP: category_id = action-role class, object = the box's label."""
+    def rec(boxes, triplets):
+        return {"predictions": [{"bbox": b, "category_id": np.int64(label)} for b, label in boxes],
+                "hoi_prediction": [{"subject_id": np.int64(s), "object_id": np.int64(o), "category_id": np.int64(v),
+                                    "score": np.float64(x)} for s, o, v, x in triplets]}
+
+    dump = [rec([(BOX_A, 0), (BOX_C, V_CUP)], [(0, 1, V_HOLD, 1.05)]),
+            rec([(BOX_B, 0), (BOX_D, V_CUP)], [(0, 1, V_HOLD, 0.95), (0, 1, V_LOOK, 0.7), (0, 1, V_RIDE, 0.0)]),
+            rec([(BOX_E, 0), (BOX_Z, V_NONE)], [(0, 1, V_HOLD, 0.9)])]
+    (tmp_path / "test_vcoco.json").write_text(json.dumps(vcoco_records()))
+    (tmp_path / "preds.pkl").write_bytes(pickle.dumps(dump))
+    got = evaluate_files(tmp_path / "preds.pkl", tmp_path / "test_vcoco.json", dataset="vcoco")
+    assert got.metrics["mAP_role_s1"] == pytest.approx(VCOCO_S1)
+    assert got.metrics["mAP_role_s2"] == pytest.approx(VCOCO_S2)
+    assert got.skipped == {"not_an_hoi_class": 1} and got.num_triplets == 4  # ride_instr with a cup: no class
+    p = predictions_from_hoi_dump(dump[2], 2, VV, category="verb")
+    assert p.obj_labels.tolist() == [V_NONE] and p.hoi_labels.tolist() == [VV.hoi_index(V_HOLD, V_NONE)]
+    del dump[0]["predictions"][1]["category_id"]
+    with pytest.raises(AnnotationError, match=r"record 0: predictions\[1\]: field 'category_id' is missing"):
+        predictions_from_hoi_dump(dump[0], 0, VV, category="verb", source="record 0")
+
+
+def test_vcoco_upt_outputs_keyed_by_file_name(tmp_path):
+    """UPT V-COCO outputs (fredzzhang/vcoco: 24 action-role labels, COCO-order objects, x + w boxes), keyed by file
+    name. UPT predicts a role box for every pair, so B and E (no role object) are S1 false positives."""
+    from hoiclip_lightning.metrics import UPT_VCOCO_ACTIONS
+
+    hold, look = UPT_VCOCO_ACTIONS.index("hold obj"), UPT_VCOCO_ACTIONS.index("look obj")
+    assert (hold, look) == (0, 3)
+
+    def out(boxes, pairs):
+        return {"boxes": torch.tensor(boxes), "pairing": torch.tensor([[0] * len(pairs), [1] * len(pairs)]),
+                "scores": torch.tensor([s for _, s in pairs]), "labels": torch.tensor([a for a, _ in pairs]),
+                "objects": torch.tensor([V_CUP] * len(pairs))}
+
+    outputs = {VCOCO_NAMES[2]: out([BOX_E, BOX_Z], [(hold, 0.9)]), VCOCO_NAMES[0]: out([BOX_A, BOX_C], [(hold, 1.0)]),
+               VCOCO_NAMES[1]: out([BOX_B, BOX_D], [(hold, 0.95), (look, 0.7)])}
+    (tmp_path / "test_vcoco.json").write_text(json.dumps(vcoco_records()))
+    torch.save(outputs, tmp_path / "upt.pt")
+    got = evaluate_files(tmp_path / "upt.pt", tmp_path / "test_vcoco.json", dataset="vcoco")
+    # S1 hold: A TP, B FP, E FP -> AP 1/3; S2 hold: 1; look: 1
+    assert got.metrics["mAP_role_s1"] == pytest.approx((1 / 3 + 1) / 2 * 100)
+    assert got.metrics["mAP_role_s2"] == pytest.approx(100.0)
+    p = predictions_from_upt(outputs[VCOCO_NAMES[1]], 1, VV, verb_names=UPT_VCOCO_ACTIONS, object_names="vocabulary",
+                             pixel_offset=0)
+    assert p.verb_labels.tolist() == [V_HOLD, V_LOOK] and p.obj_boxes.tolist() == [BOX_D, BOX_D]
+    # a network-frame `size` cannot be undone without the image size, which test_vcoco.json does not give
+    outputs[VCOCO_NAMES[0]]["size"] = torch.tensor([400, 300])
+    torch.save(outputs, tmp_path / "upt_size.pt")
+    with pytest.raises(AnnotationError, match=r"'size' is present .* rescale the boxes to the original image"):
+        evaluate_files(tmp_path / "upt_size.pt", tmp_path / "test_vcoco.json", dataset="vcoco")
+
+
+def test_fredzzhang_vcoco_instances_file_is_refused_with_the_reason(tmp_path):
+    data = {"annotations": [], "classes": ["hold obj"], "objects": [], "images": [], "action_to_object": []}
+    (tmp_path / "instances_vcoco_test.json").write_text(json.dumps(data))
+    (tmp_path / "p.jsonl").write_text(json.dumps({"file": "a.jpg", "triplets": []}) + "\n")
+    with pytest.raises(AnnotationError, match="keeps only the pairs with a role object.*give the HOIA test_vcoco.json"):
+        evaluate_files(tmp_path / "p.jsonl", tmp_path / "instances_vcoco_test.json", dataset="vcoco")
+
+
 def test_metrics_import_loads_neither_lightning_nor_open_clip():
     code = ("import sys; from hoiclip_lightning.metrics import HICODetMAP, predictions_from_qpic; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'lightning', 'pytorch_lightning', 'open_clip'}))")

@@ -6,6 +6,7 @@ code bases' outputs and ``hoiclip evaluate``'s reader can be used in any project
 
 from .converters import (
     SCORE_RULES,
+    UPT_VCOCO_ACTIONS,
     ground_truth_from_instances,
     ground_truth_from_ppdm,
     predictions_from_hoi_dump,
@@ -24,6 +25,7 @@ from .vcoco import VCOCORoleAP
 __all__ = [
     "PROTOCOLS",
     "SCORE_RULES",
+    "UPT_VCOCO_ACTIONS",
     "EvaluationResult",
     "HICODetMAP",
     "VCOCORoleAP",

@@ -17,11 +17,14 @@ Families:
   the object score; the evaluator zeroes verb-object pairs that are not HOI classes).
   :func:`predictions_from_qpic`. Their evaluators dump per image ``predictions`` (boxes) and
   ``hoi_prediction`` (``subject_id``, ``object_id``, ``category_id`` = HOI class, ``score``):
-  :func:`predictions_from_hoi_dump`.
+  :func:`predictions_from_hoi_dump`. On V-COCO their triplets are (query, action-role class) instead
+  (``per_verb=True`` / ``category="verb"``, see those functions).
 * **UPT family** (UPT, PViC): per image ``boxes`` ``[N, 4]`` xyxy in the frame of the network input of
   size ``size`` = ``(h, w)``, ``pairing`` ``[2, M]`` (human row, object row), ``scores`` ``[M]`` (already
   fused with the detection scores), ``labels`` ``[M]`` verb indices, ``objects`` ``[M]`` object indices in
-  HICO-DET's alphabetical order (``fredzzhang/hicodet``): :func:`predictions_from_upt`.
+  HICO-DET's alphabetical order (``fredzzhang/hicodet``): :func:`predictions_from_upt`. On V-COCO
+  (``fredzzhang/vcoco``) ``labels`` index the 24 action-role classes of :data:`UPT_VCOCO_ACTIONS`,
+  ``objects`` the 80 COCO classes in COCO order, and boxes are not shifted.
 * **Ground truth**: the PPDM (HICO-DET) / HOIA (V-COCO) JSON lists (:func:`ground_truth_from_ppdm`) and
   ``fredzzhang/hicodet``'s ``instances_test2015.json`` (:func:`ground_truth_from_instances`).
 * Our own ``hoiclip predict`` JSON lines: :func:`predictions_from_jsonl_record`.
@@ -47,8 +50,19 @@ logger = logging.getLogger(__name__)
 ScoreRule = Literal["auto", "hoi_plus_object_squared", "hoi", "verb"]
 SCORE_RULES = ("auto", "hoi_plus_object_squared", "hoi", "verb")
 
+#: the action-role classes of ``fredzzhang/vcoco`` (``classes`` of ``instances_vcoco_*.json``), in the order
+#: of UPT's V-COCO ``labels``: V-COCO's role classes without ``point instr``; matched to a vocabulary's
+#: verbs by name (``_`` = space)
+UPT_VCOCO_ACTIONS = (
+    "hold obj", "sit instr", "ride instr", "look obj", "hit instr", "hit obj", "eat obj", "eat instr", "jump instr",
+    "lay instr", "talk_on_phone instr", "carry obj", "throw obj", "catch obj", "cut instr", "cut obj",
+    "work_on_computer instr", "ski instr", "surf instr", "skateboard instr", "drink instr", "kick obj", "read obj",
+    "snowboard instr",
+)
+
 __all__ = [
     "SCORE_RULES",
+    "UPT_VCOCO_ACTIONS",
     "ground_truth_from_instances",
     "ground_truth_from_ppdm",
     "predictions_from_hoi_dump",
@@ -142,6 +156,7 @@ def predictions_from_qpic(
     nms: tuple[float, float, float] | None = None,
     source: str = "output",
     skipped: Counter | None = None,
+    per_verb: bool = False,
 ) -> HOIPrediction:
     """One image of a QPIC-family post-processor output as an :class:`HOIPrediction`.
 
@@ -159,6 +174,14 @@ def predictions_from_qpic(
       the evaluators' ``correct_mat`` makes it, and is dropped after the top-k (counted in ``skipped``);
     * ``"auto"``: the first that fits the fields present, in the order above.
 
+    ``per_verb=True`` is the V-COCO convention of these code bases (GEN-VLKT's and HOICLIP's V-COCO
+    post-processor and ``VCOCOEvaluator``): one triplet per (query, verb) instead of per (query, HOI
+    class). With ``hoi_scores``, the score of verb ``v`` is the largest score (after the rule above) over
+    the HOI classes of ``v``, and the object is ``labels[obj_ids[q]]``, the label of the query's object
+    box, whatever the object of the class that gave the maximum; a (verb, label) pair that is not an HOI
+    class scores 0 and is dropped after the top-k, as with the ``"verb"`` rule (whose triplets are per
+    verb already). On V-COCO the object label ``no_object_index`` marks a role without object.
+
     The ``topk`` best triplets of the image are kept (descending score, ties in the flat ``q * C + c``
     order: the first of equal scores wins; the reference's heap selection would repeat that first one
     instead), then the optional triplet NMS ``nms = (threshold, alpha, beta)`` (the evaluators'
@@ -173,6 +196,7 @@ def predictions_from_qpic(
         nms: ``(threshold, alpha, beta)`` of the triplet NMS, or ``None``.
         source: how the image is named in error messages.
         skipped: a counter that receives the number of dropped triplets by reason.
+        per_verb: triplets per (query, verb) with the object box's label (V-COCO); see above.
 
     Returns:
         The image's triplets in descending score order.
@@ -198,6 +222,7 @@ def predictions_from_qpic(
             raise AnnotationError(f"{where}: neither 'hoi_scores' nor 'verb_scores' is present "
                                   f"(fields present: {sorted(map(str, output))})")
     hoi_to_object = vocabulary.hoi_to_object()
+    scores = None
     if score_rule in ("hoi_plus_object_squared", "hoi"):
         c = vocabulary.num_hois
         scores = _array(_field(output, "hoi_scores", where), "hoi_scores", where, (q, c), torch.float32)
@@ -210,11 +235,17 @@ def predictions_from_qpic(
             scores = scores + p * p
         column_hoi = torch.arange(c).expand(q, c)
         valid = torch.ones(q, c, dtype=torch.bool)
-    else:
+        if per_verb:  # [Q, C_hoi] -> [Q, C_verb]: the best class of each verb
+            verb_of = vocabulary.hoi_to_verb().expand(q, c)
+            scores = torch.full((q, vocabulary.num_verbs), float("-inf")).scatter_reduce(
+                1, verb_of, scores, reduce="amax")
+            scores = torch.where(torch.isinf(scores), torch.zeros_like(scores), scores)  # a verb without class
+    if scores is None or per_verb:
         labels = _index(_array(_field(output, "labels", where), "labels", where, (n_boxes,), torch.long),
                         "labels", where, vocabulary.num_objects, "object indices of the vocabulary")
         c = vocabulary.num_verbs
-        scores = _array(_field(output, "verb_scores", where), "verb_scores", where, (q, c), torch.float32)
+        if scores is None:
+            scores = _array(_field(output, "verb_scores", where), "verb_scores", where, (q, c), torch.float32)
         column_hoi = _hoi_table(vocabulary)[:, labels[obj_ids]].T  # [Q, C_verb]
         valid = column_hoi >= 0
         scores = torch.where(valid, scores, torch.zeros_like(scores))
@@ -241,16 +272,29 @@ def predictions_from_qpic(
 
 
 def predictions_from_hoi_dump(
-    record: Mapping[str, Any], image_id: int, vocabulary: HOIVocabulary, source: str = "record"
+    record: Mapping[str, Any],
+    image_id: int,
+    vocabulary: HOIVocabulary,
+    source: str = "record",
+    category: Literal["hoi", "verb"] = "hoi",
+    skipped: Counter | None = None,
 ) -> HOIPrediction:
     """One image of a QPIC-family evaluator dump (GEN-VLKT / HOICLIP ``results.json``, ``preds`` list).
 
-    Assumes ``predictions``: a list of ``{"bbox": [x1, y1, x2, y2]}`` (pixels of the original image; any
-    ``category_id`` is ignored) and ``hoi_prediction``: a list of ``{"subject_id", "object_id",
-    "category_id", "score"}`` where the ids are positions in ``predictions`` and ``category_id`` is the HOI
-    class (0-based, the vocabulary's order, which is the reference's ``hico_text_label`` order). The dump
-    holds the evaluator's selection (top 100, after its triplet NMS when it was on); nothing is re-selected.
+    Assumes ``predictions``: a list of ``{"bbox": [x1, y1, x2, y2]}`` (pixels of the original image) and
+    ``hoi_prediction``: a list of ``{"subject_id", "object_id", "category_id", "score"}`` where the ids
+    are positions in ``predictions``. With ``category="hoi"`` (HICO-DET) ``category_id`` is the HOI class
+    (0-based, the vocabulary's order, which is the reference's ``hico_text_label`` order) and the boxes'
+    ``category_id`` is ignored. With ``category="verb"`` (the V-COCO evaluators' ``preds``, e.g.
+    ``VCOCOEvaluator(...).preds`` of GEN-VLKT / HOICLIP) ``category_id`` is the action-role class (the
+    vocabulary's verb index) and the object is the ``category_id`` of the object box (the vocabulary's
+    object index, ``no_object_index`` for a role without object); a (verb, object) pair that is not an
+    HOI class of the vocabulary (the evaluators give it score 0 through ``correct_mat``) is dropped and
+    counted in ``skipped``. The dump holds the evaluator's selection (top 100, after its triplet NMS when
+    it was on); nothing is re-selected.
     """
+    if category not in ("hoi", "verb"):
+        raise ConfigurationError(f"category must be 'hoi' or 'verb', got {category!r}")
     where = source
     boxes_field = _field(record, "predictions", where)
     hois = _field(record, "hoi_prediction", where)
@@ -267,10 +311,22 @@ def predictions_from_hoi_dump(
         ids[key] = _index(_array(cols[key], name, where, (None,), torch.long), name, where, len(boxes),
                           "positions in 'predictions'")
     sub_id, obj_id = ids["subject_id"], ids["object_id"]
-    hoi = _index(_array(cols["category_id"], "category_id", where, (None,), torch.long),
-                 "hoi_prediction[*].category_id", where, vocabulary.num_hois, "HOI classes")
     scores = _array(cols["score"], "hoi_prediction[*].score", where, (None,), torch.float32)
-    return _prediction(image_id, vocabulary, boxes_t[sub_id], boxes_t[obj_id], hoi, scores)
+    if category == "hoi":
+        hoi = _index(_array(cols["category_id"], "category_id", where, (None,), torch.long),
+                     "hoi_prediction[*].category_id", where, vocabulary.num_hois, "HOI classes")
+        return _prediction(image_id, vocabulary, boxes_t[sub_id], boxes_t[obj_id], hoi, scores)
+    verbs = _index(_array(cols["category_id"], "category_id", where, (None,), torch.long),
+                   "hoi_prediction[*].category_id", where, vocabulary.num_verbs, "verb classes")
+    labels = [_field(b, "category_id", f"{where}: predictions[{i}]") for i, b in enumerate(boxes_field)]
+    labels_t = _index(_array(labels, "predictions[*].category_id", where, (len(boxes),), torch.long),
+                      "predictions[*].category_id", where, vocabulary.num_objects, "object indices of the vocabulary")
+    hoi = _hoi_table(vocabulary)[verbs, labels_t[obj_id]]
+    valid = hoi >= 0
+    if skipped is not None and int((~valid).sum()):
+        skipped["not_an_hoi_class"] += int((~valid).sum())
+    return _prediction(image_id, vocabulary, boxes_t[sub_id][valid], boxes_t[obj_id][valid], hoi[valid],
+                       scores[valid])
 
 
 # ---------------------------------------------------------------------- UPT family
@@ -295,6 +351,12 @@ def predictions_from_upt(
     values: ``pixel_offset`` (1 by default) is subtracted from every coordinate to reach the 0-based frame
     of the PPDM files and of :func:`ground_truth_from_instances`. Every detection is kept (UPT keeps all
     pairs; there is no per-image top-k); a verb-object pair that is not an HOI class is dropped and counted.
+
+    V-COCO (``fredzzhang/vcoco``, what UPT's ``cache_vcoco`` reads): ``labels`` index the 24 action-role
+    classes of :data:`UPT_VCOCO_ACTIONS`, ``objects`` the 80 COCO classes in COCO order (person first),
+    and the boxes are ``x + w`` COCO boxes like the HOIA ``test_vcoco.json``: pass
+    ``verb_names=UPT_VCOCO_ACTIONS, object_names="vocabulary", pixel_offset=0`` with the V-COCO
+    vocabulary. UPT predicts a role box for every pair, so no detection has an empty role.
 
     Args:
         output: one image's dict.
@@ -333,7 +395,10 @@ def predictions_from_upt(
     if "size" in output:
         frame = _array(output["size"], "size", where, (2,), torch.float64)
         if image_size is None:
-            raise AnnotationError(f"{where}: field 'size' is present but the original image size is unknown")
+            raise AnnotationError(f"{where}: field 'size' is present but the original image size is unknown (the "
+                                  "annotations give no height/width): rescale the boxes to the original image "
+                                  "(boxes * (width / size[1], height / size[0]), as UPT's cache_vcoco does) and "
+                                  "drop 'size'")
         height, width = float(image_size[0]), float(image_size[1])
         scale = torch.tensor([width / frame[1], height / frame[0], width / frame[1], height / frame[0]],
                              dtype=torch.float64)

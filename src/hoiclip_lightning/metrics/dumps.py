@@ -258,6 +258,10 @@ def read_annotations(path: str | Path) -> AnnotationFile:
         return AnnotationFile(path=path, kind="ppdm", data=data)
     if isinstance(data, dict) and "annotation" in data and "filenames" in data:
         return AnnotationFile(path=path, kind="instances", data=data)
+    if isinstance(data, dict) and "annotations" in data and "classes" in data and "action_to_object" in data:
+        raise AnnotationError(f"{path}: a fredzzhang/vcoco instances_vcoco_*.json is not read as ground truth: it "
+                              "keeps only the pairs with a role object, so the role AP counts would differ from "
+                              "V-COCO's; give the HOIA test_vcoco.json (and key UPT outputs by file name)")
     fields = sorted(data) if isinstance(data, dict) else type(data).__name__
     raise AnnotationError(f"{path}: neither a PPDM/HOIA list of image records nor an instances file with "
                           f"'annotation' and 'filenames' (got {fields})")

@@ -5,6 +5,7 @@ Usage::
     hoiclip evaluate --predictions results.json --annotations test_hico.json
     hoiclip evaluate --predictions upt_outputs.pkl --annotations instances_test2015.json --protocol reference
     hoiclip evaluate --predictions preds.pkl --annotations test_hico.json --zero-shot rare_first --nms
+    hoiclip evaluate --predictions vcoco_preds.pkl --annotations test_vcoco.json --dataset vcoco
 
 The formats read are those of :mod:`.dumps` and :mod:`.converters`. Predictions are paired with the
 annotation file's images by file name when the records name one (``filename`` / ``file_name`` /
@@ -119,13 +120,15 @@ def _convert(preds: PredictionFile, positions: list[int], gts: list[HOIGroundTru
         if preds.kind == "qpic_outputs":
             out.append(C.predictions_from_qpic(rec, pos, vocab, score_rule=options["score_rule"],
                                                topk=options["topk"], nms=options["nms"], source=source,
-                                               skipped=skipped))
+                                               skipped=skipped, per_verb=options["vcoco"]))
         elif preds.kind == "upt_outputs":
             size = gts[pos].size if gts[pos].size != (0, 0) else None
             out.append(C.predictions_from_upt(rec, pos, vocab, image_size=size, object_names=options["object_order"],
+                                              verb_names=C.UPT_VCOCO_ACTIONS if options["vcoco"] else None,
                                               pixel_offset=options["pixel_offset"], source=source, skipped=skipped))
         elif preds.kind == "hoi_dump":
-            out.append(C.predictions_from_hoi_dump(rec, pos, vocab, source=source))
+            out.append(C.predictions_from_hoi_dump(rec, pos, vocab, source=source, skipped=skipped,
+                                                   category="verb" if options["vcoco"] else "hoi"))
         else:
             out.append(C.predictions_from_jsonl_record(rec, pos, vocab, source=source))
     return out
@@ -146,8 +149,8 @@ def evaluate_files(
     score_rule: C.ScoreRule = "auto",
     topk: int | None = 100,
     nms: tuple[float, float, float] | None = None,
-    object_order: str = "alphabetical",
-    pixel_offset: float = 1.0,
+    object_order: str | None = None,
+    pixel_offset: float | None = None,
     batch_size: int = 512,
 ) -> EvaluationResult:
     """Read, convert and score a prediction file against an annotation file.
@@ -162,9 +165,16 @@ def evaluate_files(
         score_rule: QPIC-family post-processor outputs: see :func:`.predictions_from_qpic`.
         topk: QPIC-family outputs: triplets kept per image (``None``: all).
         nms: QPIC-family outputs: ``(threshold, alpha, beta)`` of the triplet NMS, or ``None``.
-        object_order: UPT-family outputs: order of ``objects`` (see :func:`.predictions_from_upt`).
-        pixel_offset: UPT-family outputs: subtracted from every box coordinate.
+        object_order: UPT-family outputs: order of ``objects`` (see :func:`.predictions_from_upt`);
+            default ``alphabetical`` on HICO-DET, ``vocabulary`` (COCO order) on V-COCO.
+        pixel_offset: UPT-family outputs: subtracted from every box coordinate; default 1 on HICO-DET (the
+            1-based ``instances_*.json`` boxes), 0 on V-COCO.
         batch_size: images per metric update.
+
+    On V-COCO the triplets of QPIC-family outputs and dumps are per (query, action-role class), as those
+    code bases build them there (``per_verb=True`` of :func:`.predictions_from_qpic`, ``category="verb"``
+    of :func:`.predictions_from_hoi_dump`), and the ``labels`` of UPT-family outputs are read as
+    :data:`.UPT_VCOCO_ACTIONS`.
     """
     if dataset not in DATASETS:
         raise ConfigurationError(f"unknown dataset {dataset!r}; accepted: {DATASETS}")
@@ -178,14 +188,17 @@ def evaluate_files(
     gts = _ground_truth(ann, vocab, dataset)
     pred_file = read_predictions(predictions)
     seconds["read"] = time.perf_counter() - t0
-    if pred_file.kind == "upt_outputs" and dataset != "hico_det":
-        raise ConfigurationError(f"{pred_file.path}: UPT-family outputs are read for HICO-DET only")
 
     t0 = time.perf_counter()
     positions = _positions(pred_file, ann)
     skipped: Counter = Counter()
+    vcoco = dataset == "vcoco"
+    if object_order is None:
+        object_order = "vocabulary" if vcoco else "alphabetical"
+    if pixel_offset is None:
+        pixel_offset = 0.0 if vcoco else 1.0
     options = {"score_rule": score_rule, "topk": topk, "nms": nms, "object_order": object_order,
-               "pixel_offset": pixel_offset}
+               "pixel_offset": pixel_offset, "vcoco": vcoco}
     by_position = dict(zip(positions, _convert(pred_file, positions, gts, vocab, options, skipped), strict=True))
     missing = len(gts) - len(by_position)
     preds = [by_position[i] if i in by_position else _empty_prediction(i) for i in range(len(gts))]
@@ -250,10 +263,12 @@ def main(argv: list[str] | None = None) -> EvaluationResult:
     parser.add_argument("--nms-threshold", type=float, default=0.7)
     parser.add_argument("--nms-alpha", type=float, default=1.0)
     parser.add_argument("--nms-beta", type=float, default=0.5)
-    parser.add_argument("--object-order", default="alphabetical", choices=("alphabetical", "vocabulary"),
-                        help="UPT-family outputs: order of the 'objects' indices")
-    parser.add_argument("--pixel-offset", type=float, default=1.0,
-                        help="UPT-family outputs: subtracted from every box coordinate (1: 1-based instances boxes)")
+    parser.add_argument("--object-order", default=None, choices=("alphabetical", "vocabulary"),
+                        help="UPT-family outputs: order of the 'objects' indices (default: alphabetical on "
+                             "hico_det, vocabulary = COCO order on vcoco)")
+    parser.add_argument("--pixel-offset", type=float, default=None,
+                        help="UPT-family outputs: subtracted from every box coordinate (default: 1 on hico_det, "
+                             "for the 1-based instances boxes; 0 on vcoco)")
     parser.add_argument("--out", default="hoiclip_evaluate", help="folder for metrics.json and per_class_ap.csv")
     args = parser.parse_args(argv)
     result = evaluate_files(
