@@ -619,6 +619,29 @@ def test_fredzzhang_vcoco_instances_file_is_refused_with_the_reason(tmp_path):
         evaluate_files(tmp_path / "p.jsonl", tmp_path / "instances_vcoco_test.json", dataset="vcoco")
 
 
+class CacheTemplate(dict):
+    """Stands for UPT's utils.CacheTemplate (a defaultdict subclass) in its V-COCO cache.pkl."""
+
+    __module__ = "utils"
+
+
+def test_vsrl_eval_detection_files_are_refused_with_what_to_give_instead(tmp_path, monkeypatch):
+    """generate_vcoco_official.py (QPIC family) and UPT's cache.pkl hold vsrl_eval detections: refused, naming why."""
+    (tmp_path / "test_vcoco.json").write_text(json.dumps(vcoco_records()))
+    detection = {"image_id": 10, "person_box": BOX_A, "hold_agent": 0.9, "hold_obj": [*BOX_C, 0.9]}
+    (tmp_path / "vcoco_official.pkl").write_bytes(pickle.dumps([detection], protocol=2))
+    with pytest.raises(AnnotationError, match=r"record 0: this is a vsrl_eval detection file .* give the "
+                                              r"post-processor outputs"):
+        evaluate_files(tmp_path / "vcoco_official.pkl", tmp_path / "test_vcoco.json", dataset="vcoco")
+    with monkeypatch.context() as m:  # pickle finds the class as utils.CacheTemplate, as in UPT's file
+        module = type(sys)("utils")
+        module.CacheTemplate = CacheTemplate
+        m.setitem(sys.modules, "utils", module)
+        (tmp_path / "cache.pkl").write_bytes(pickle.dumps([CacheTemplate(detection)], protocol=2))
+    with pytest.raises(AnnotationError, match=r"refusing to load utils.CacheTemplate .*vsrl_eval detection file"):
+        evaluate_files(tmp_path / "cache.pkl", tmp_path / "test_vcoco.json", dataset="vcoco")
+
+
 def test_metrics_import_loads_neither_lightning_nor_open_clip():
     code = ("import sys; from hoiclip_lightning.metrics import HICODetMAP, predictions_from_qpic; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'lightning', 'pytorch_lightning', 'open_clip'}))")

@@ -99,8 +99,9 @@ class _SafeUnpickler(pickle.Unpickler):
             return torch._utils._rebuild_tensor_v2
         if (module, name) == ("torch.storage", "_load_from_bytes"):
             return _load_storage_bytes
+        hint = f"; {_VSRL_DETECTIONS}" if name == "CacheTemplate" else ""  # UPT's V-COCO cache.pkl
         raise pickle.UnpicklingError(f"refusing to load {module}.{name} (only tensors, arrays and plain containers "
-                                     "are read)")
+                                     f"are read){hint}")
 
 
 def load_safe_pickle(path: str | Path) -> Any:
@@ -172,6 +173,14 @@ def _record_name(record: Any) -> str | None:
     return None
 
 
+_VSRL_DETECTIONS = (
+    "this is a vsrl_eval detection file (one dict per person with 'person_box', '<action>_agent' and "
+    "'<action>_<role>' entries, as generate_vcoco_official.py of QPIC / CDN / GEN-VLKT / HOICLIP and UPT's "
+    "--cache write it), which is not read: it is the input of the official vsrl_eval.py, which scores it as it "
+    "stands; for hoiclip evaluate give the post-processor outputs of the same run (a pickle of the per-image "
+    "dicts) with the HOIA test_vcoco.json")
+
+
 def _kind_of(record: Any, where: str) -> str:
     if not isinstance(record, dict):
         raise AnnotationError(f"{where}: expected a dict per image, got {type(record).__name__}")
@@ -183,6 +192,8 @@ def _kind_of(record: Any, where: str) -> str:
         return "upt_outputs"
     if "sub_ids" in record:
         return "qpic_outputs"
+    if "person_box" in record and "image_id" in record:
+        raise AnnotationError(f"{where}: {_VSRL_DETECTIONS}")
     raise AnnotationError(f"{where}: cannot tell the format from the fields {sorted(map(str, record))}: expected "
                           "'sub_ids' (QPIC family), 'pairing' (UPT family), 'hoi_prediction' (evaluator dump) or "
                           "'triplets' (hoiclip predict)")
