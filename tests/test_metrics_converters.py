@@ -657,13 +657,14 @@ def _doc_examples() -> list[str]:
     return re.findall(r"```python\n(.*?)```", section, re.S)
 
 
-def test_docs_has_the_three_family_examples():
+def test_docs_has_the_family_examples():
     blocks = _doc_examples()
-    assert len(blocks) >= 3
+    assert len(blocks) >= 4
     assert any("predictions_from_qpic" in b for b in blocks) and any("predictions_from_upt" in b for b in blocks)
+    assert any("per_verb=True" in b and "VCOCORoleAP" in b for b in blocks)
 
 
-@pytest.mark.parametrize("index", range(3))
+@pytest.mark.parametrize("index", range(4))
 def test_docs_example_runs(index, tmp_path, monkeypatch):
     """Each code block of "Use the metric in your own project" runs as written (its asserts included)."""
     monkeypatch.chdir(tmp_path)
