@@ -45,7 +45,7 @@ from ..vocabulary import HOIVocabulary
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SyntheticSummary", "generate_synthetic_dataset", "synthetic_vocabulary"]
+__all__ = ["EASY_WORLD", "SyntheticSummary", "generate_synthetic_dataset", "synthetic_vocabulary"]
 
 # ---------------------------------------------------------------------------------------------- label space
 OBJECTS = ["person", "bicycle", "dog", "umbrella", "suitcase", "sports ball", "kite", "skateboard", "bottle",
@@ -91,6 +91,10 @@ _AIRBORNE = {"kite"}
 _DARK = [(178, 34, 34), (25, 25, 112), (0, 100, 0), (128, 0, 128), (139, 69, 19), (0, 0, 205), (199, 21, 133),
          (47, 79, 79), (160, 82, 45), (70, 50, 150), (0, 110, 110), (200, 80, 0), (30, 30, 30), (105, 20, 60)]
 _SKIN = [(141, 85, 36), (198, 134, 66), (224, 172, 105), (110, 70, 40), (170, 110, 70)]
+
+#: the easier world of the CPU quickstart (``hoiclip synth --easy true``): one annotated pair per image, plain
+#: background; the keyword arguments of :func:`generate_synthetic_dataset` that make it
+EASY_WORLD: dict[str, Any] = {"max_people": 1, "distractors": False, "clutter": False}
 
 # split -> (image folder, annotation file, random stream): each split draws from its own stream of the seed,
 # so its images differ from those of every other split and adding a split leaves the others byte-identical
@@ -683,10 +687,10 @@ def generate_synthetic_dataset(out: str | Path, seed: int = 0, num_train: int = 
         max_people: at most this many people (1 to 3) per image; each brings its interaction group.
         distractors: also draw objects nobody interacts with (they are annotated, without HOI).
         clutter: draw background shapes (False: plain sky and ground).
-        num_val: validation images (0: no validation split is written; ``hoiclip synth`` writes 100).
+        num_val: validation images, drawn from their own random stream (0: no validation split).
 
-    The defaults give the full world of the tests; ``max_people=1, distractors=False, clutter=False``
-    gives the easier world of the CPU quickstart (one annotated pair per image, plain background),
+    The defaults give the full world of the tests; :data:`EASY_WORLD` (``max_people=1, distractors=False,
+    clutter=False``) gives the easier world of the CPU quickstart (one annotated pair per image, plain background),
     which a tiny model trained from scratch learns within minutes.
 
     Raises:

@@ -50,7 +50,6 @@ import argparse
 import dataclasses
 import logging
 import re
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -562,6 +561,7 @@ def convert_official_checkpoint(
     vocabulary: str | None = None,
     zero_shot: str | None = None,
     net: HOICLIPConfig | None = None,
+    model_config: str | Path | None = None,
 ) -> tuple[Any, ConversionReport]:
     """Convert a released reference checkpoint into a ``HOICLIPModule`` and, with ``dst``, a ``.ckpt`` file.
 
@@ -571,6 +571,8 @@ def convert_official_checkpoint(
         vocabulary: ``hico_det``, ``vcoco`` or a JSON path (default: from the checkpoint's ``args`` or shapes).
         zero_shot: zero-shot split (default: from ``args`` or the classifier shapes).
         net: architecture (default: inferred by :func:`infer_net_config`). Weight paths in it are ignored.
+        model_config: a model YAML (``configs/model/*.yaml``) whose ``net`` section gives the architecture
+            instead of inferring it (not with ``net``).
 
     Returns:
         ``(module, report)``: the :class:`~hoiclip_lightning.models.HOICLIPModule` with the converted weights
@@ -583,6 +585,10 @@ def convert_official_checkpoint(
 
     from ..models.module import HOICLIPModule
 
+    if model_config is not None:
+        if net is not None:
+            raise ConfigurationError("give the architecture as net or as model_config, not both")
+        net = _net_from_model_config(model_config)
     state, args = read_official_checkpoint(src)
     guessed_vocab, guessed_zero_shot = (None, None)
     if vocabulary is None or zero_shot is None:
@@ -634,27 +640,3 @@ def _cli_hyper_parameters(module: Any) -> dict[str, Any]:
         hparams[key] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
     hparams["_instantiator"] = "lightning.pytorch.cli.instantiate_module"
     return hparams
-
-
-def main(argv: list[str]) -> None:
-    """``hoiclip convert-official IN.pth OUT.ckpt [--vocabulary V] [--zero-shot S] [--model-config YAML]``."""
-    parser = argparse.ArgumentParser(
-        prog="hoiclip convert-official",
-        description="Convert a released HOICLIP checkpoint (reference code) into a hoiclip-lightning .ckpt.",
-    )
-    parser.add_argument("src", help="official checkpoint (.pth)")
-    parser.add_argument("dst", help="output Lightning checkpoint (.ckpt)")
-    parser.add_argument("--vocabulary", default=None,
-                        help="hico_det, vcoco or a vocabulary JSON (default: from the checkpoint)")
-    parser.add_argument("--zero-shot", default=None,
-                        help="zero-shot split, e.g. rare_first (default: from the checkpoint)")
-    parser.add_argument("--model-config", default=None,
-                        help="model YAML (configs/model/*.yaml) giving the architecture instead of inferring it")
-    args = parser.parse_args(argv)
-    net = _net_from_model_config(args.model_config) if args.model_config else None
-    try:
-        _, report = convert_official_checkpoint(args.src, args.dst, args.vocabulary, args.zero_shot, net)
-    except CheckpointError as err:
-        sys.stderr.write(f"conversion refused: {err}\n")
-        raise SystemExit(2) from err
-    sys.stdout.write(report.summary() + f"\nwrote {args.dst}\n")
