@@ -116,11 +116,11 @@ def test_vocabulary_and_zero_shot_are_linked_from_data(tmp_path, monkeypatch):
 
 
 def test_synth_subcommand(tmp_path, capsys):
-    main(["synth", "--out", str(tmp_path / "s"), "--seed", "3", "--num-train", "6", "--num-test", "3"])
+    main(["synth", "--out", str(tmp_path / "s"), "--seed", "3", "--num_train", "6", "--num_test", "3"])
     records = json.loads((tmp_path / "s/annotations/trainval_hico.json").read_text())
     assert len(records) == 6
     assert (tmp_path / "s/vocabulary.json").is_file()
-    main(["synth", "--out", str(tmp_path / "s"), "--num-train", "6", "--num-test", "3"])
+    main(["synth", "--out", str(tmp_path / "s"), "--num_train", "6", "--num_test", "3"])
     assert "already present" in capsys.readouterr().out
 
 

@@ -294,7 +294,7 @@ def test_sweep_summary_table_and_plot(tmp_path):
 @pytest.mark.slow
 def test_sweep_subcommand_runs_fit_and_test(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
-    main(["sweep", "--config", TINY, "--fractions", "0.5", "--out", str(tmp_path), "--",
+    main(["sweep", "--config", TINY, "--fractions", "[0.5]", "--out", str(tmp_path), "--",
           "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "0"])
     out = capsys.readouterr().out
     assert "| fraction | Full | Rare | Non-rare |" in out

@@ -6,11 +6,13 @@ Lightning subcommands (model and datamodule from YAML, subclass mode)::
     hoiclip test --config configs/quickstart.yaml --ckpt_path runs/quickstart/checkpoints/last.ckpt
     hoiclip fit --config configs/experiments/hico_det.yaml --print_config
 
-Extra subcommands (each has ``--help``)::
+Extra subcommands (each has ``--help``): each is one library function, and its flags are that function's
+parameters (``--num_train`` for ``num_train``, booleans as ``--overwrite true``, lists as ``"[0.25, 1.0]"``),
+with the function's defaults and the docstring's descriptions (:class:`Subcommand`)::
 
-    hoiclip synth --out data/synthetic --seed 0 --num-train 400 --num-test 100 --num-val 100
+    hoiclip synth --out data/synthetic --seed 0 --num_train 400 --num_test 100 --num_val 100
     hoiclip clip-pretrain --out data/clip/hoiclip_small.pt --synthetic 3000
-    hoiclip export-detector runs/detector_pretrain/checkpoints/last.ckpt --out data/detector/synthetic_detector.pt
+    hoiclip export-detector --checkpoint runs/detector_pretrain/checkpoints/last.ckpt --out data/detector/det.pt
     hoiclip evaluate --predictions results.json --annotations test_hico.json
 """
 

@@ -60,7 +60,8 @@ def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
         keys = sorted(map(str, ckpt)) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(
             f"{path}: not a HOICLIPModule checkpoint (needs 'state_dict' and 'hyper_parameters'; found {keys}). "
-            "An official HOICLIP .pth file must be converted first: hoiclip convert-official IN.pth OUT.ckpt"
+            "An official HOICLIP .pth file must be converted first: "
+            "hoiclip convert-official --src IN.pth --dst OUT.ckpt"
         )
     return ckpt
 

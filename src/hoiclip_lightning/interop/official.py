@@ -387,7 +387,7 @@ def _clip_architecture(state: dict[str, Tensor]) -> str:
 
     Raises:
         CheckpointError: no ViT CLIP in the checkpoint, or no open_clip architecture of those sizes (the
-            message describes it and names ``--model-config``).
+            message describes it and names ``--model_config``).
     """
     from ..models.openai_clip import describe_architecture, openai_clip_architecture, registered_clip_name
 
@@ -404,13 +404,13 @@ def _clip_architecture(state: dict[str, Tensor]) -> str:
         raise CheckpointError(
             f"the checkpoint's CLIP ({describe_architecture(arch)}) matches no open_clip architecture; register "
             "one with open_clip.add_model_config and give its name as net.clip_model in a model YAML passed with "
-            "--model-config (hoiclip convert-official IN OUT --model-config my_model.yaml)"
+            "--model_config (hoiclip convert-official --src IN --dst OUT --model_config my_model.yaml)"
         )
     return name
 
 
 def _check_clip_fits(state: dict[str, Tensor], clip_model: str) -> None:
-    """Refuse a ``--model-config`` whose CLIP has other sizes than the checkpoint's, saying which fits."""
+    """Refuse a ``--model_config`` whose CLIP has other sizes than the checkpoint's, saying which fits."""
     import open_clip
 
     from ..models.clip_encoder import register_library_clips
@@ -428,7 +428,7 @@ def _check_clip_fits(state: dict[str, Tensor], clip_model: str) -> None:
             hint = ""
         raise CheckpointError(
             f"the model config's clip_model {clip_model!r} is not the checkpoint's CLIP "
-            f"({describe_architecture(arch)}); {hint}leave out --model-config to read the architecture "
+            f"({describe_architecture(arch)}); {hint}leave out --model_config to read the architecture "
             "from the checkpoint"
         )
 
@@ -468,7 +468,7 @@ def infer_net_config(state: dict[str, Tensor], args: argparse.Namespace | None =
     backbones = {6: "resnet50", 23: "resnet101"} if bottleneck else {1: "resnet10", 2: "resnet18", 6: "resnet34"}
     if layer3 not in backbones:
         raise CheckpointError(f"unknown ResNet depth ({layer3} {'bottleneck' if bottleneck else 'basic'} blocks in "
-                              "layer3); expected ResNet-10/18/34/50/101, or pass --model-config")
+                              "layer3); expected ResNet-10/18/34/50/101, or pass --model_config")
     heads = int(getattr(args, "nheads", 8)) if args is not None else 8
     verb_weight = getattr(args, "verb_weight", None) if args is not None else None
     if verb_weight is None:
@@ -516,7 +516,7 @@ def infer_label_space(state: dict[str, Tensor], args: argparse.Namespace | None)
     if len(splits) != 1:
         raise CheckpointError(
             f"zero-shot checkpoint with {seen} seen HOI classes matches the splits {splits}; pass the split "
-            "(--zero-shot)"
+            "(--zero_shot)"
         )
     return vocab_name, splits[0]
 

@@ -21,6 +21,7 @@ import inspect
 import json
 import logging
 import math
+import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -290,3 +291,9 @@ def evaluate_to_folder(predictions: str | Path, annotations: str | Path, out: st
     json_path = folder / "metrics.json"
     json_path.write_text(json.dumps(report, indent=1) + "\n")
     return EvaluationReport(result, table, json_path, csv_path)
+
+
+if __name__ == "__main__":  # `python -m hoiclip_lightning.metrics.evaluate`: `hoiclip evaluate` without Lightning
+    from jsonargparse import CLI
+
+    sys.stdout.write(CLI(evaluate_to_folder, as_positional=False).text + "\n")
