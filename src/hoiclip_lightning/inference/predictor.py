@@ -22,7 +22,6 @@ and ``height`` in the upright frame (``exif_transpose=False`` keeps the stored f
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -41,8 +40,6 @@ from ..models.config import HOICLIPConfig, LossConfig, OptimizerConfig, PostProc
 from ..models.module import HOICLIPModule
 from ..vocabulary import HOIVocabulary
 from .results import ImageDetections, to_image_detections
-
-log = logging.getLogger(__name__)
 
 ImageInput = Image.Image | str | Path | Tensor
 _CONFIGS = {"net": HOICLIPConfig, "loss": LossConfig, "postprocess": PostProcessConfig, "optimizer": OptimizerConfig}
