@@ -41,7 +41,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..errors import ConfigurationError
-from ..vocabulary import HOIVocabulary
+from ..vocabulary import RARE_THRESHOLD, HOIVocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -145,9 +145,9 @@ def _zero_shot(counts: list[int]) -> dict[str, list[int]]:
     n = len(_HOI_PAIRS)
     k = max(1, round(0.25 * n))
     order = sorted(range(n), key=lambda c: (counts[c], c))
-    rare = [c for c in order if counts[c] < 10]
+    rare = [c for c in order if counts[c] < RARE_THRESHOLD]
     rare_first = sorted((rare + [c for c in order if c not in rare])[:k])
-    non_rare = [c for c in reversed(order) if counts[c] >= 10 and _HOI_PAIRS[c][0] != "no_interaction"]
+    non_rare = [c for c in reversed(order) if counts[c] >= RARE_THRESHOLD and _HOI_PAIRS[c][0] != "no_interaction"]
     return {
         "default": [],
         "rare_first": rare_first,
@@ -161,10 +161,10 @@ def synthetic_vocabulary(hoi_counts: list[int] | None = None) -> HOIVocabulary:
     """The vocabulary of the synthetic world (11 objects, 11 verbs, 50 HOI classes).
 
     Args:
-        hoi_counts: training instances per HOI class; the rare set (``< 10``) and the ``rare_first`` /
-            ``non_rare_first`` zero-shot splits are computed from it. Without it, the counts expected for
-            the default 400 training images are used (about 4 per unit of design weight; the generator passes
-            the measured counts instead).
+        hoi_counts: training instances per HOI class; the rare set (fewer than ``RARE_THRESHOLD``) and the
+            ``rare_first`` / ``non_rare_first`` zero-shot splits are computed from it. Without it, the counts
+            expected for the default 400 training images are used (about 4 per unit of design weight; the generator
+            passes the measured counts instead).
     """
     if hoi_counts is None:
         hoi_counts = [round(4 * _DESIGN_WEIGHTS[p]) for p in _HOI_PAIRS]
@@ -179,7 +179,7 @@ def synthetic_vocabulary(hoi_counts: list[int] | None = None) -> HOIVocabulary:
         hois=[(VERBS.index(v), OBJECTS.index(o)) for v, o in _HOI_PAIRS],
         hoi_prompts=[_hoi_prompt(v, o) for v, o in _HOI_PAIRS],
         object_prompts=[f"a photo of {_article(o)} {o}" for o in OBJECTS] + ["a photo of nothing"],
-        rare_hois=[c for c, n in enumerate(hoi_counts) if n < 10],
+        rare_hois=[c for c, n in enumerate(hoi_counts) if n < RARE_THRESHOLD],
         zero_shot_unseen=_zero_shot(list(hoi_counts)),
     )
 
