@@ -33,7 +33,7 @@ import torch
 from jsonargparse import ArgumentParser, DefaultHelpFormatter
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from .data.datamodule import HOIDataModule
+from .data.datamodule import HOIDataModule, resolve_vocabulary_source
 from .errors import HOICLIPError
 from .metrics.report import format_metric_table
 from .models.module import HOICLIPModule
@@ -87,8 +87,7 @@ class HOICLIPCLI(LightningCLI):
         data = getattr(config, "data", None)
         init = getattr(data, "init_args", None)
         if init is not None and getattr(init, "vocabulary", "unset") is None:
-            custom = Path(init.root) / "vocabulary.json"
-            init.vocabulary = str(custom) if custom.is_file() else init.dataset_format
+            init.vocabulary = resolve_vocabulary_source(None, init.root, init.dataset_format)
         if self.subcommand == "predict" and init is not None:
             self._eval_transforms_from_checkpoint(config.get("ckpt_path"), init)
 

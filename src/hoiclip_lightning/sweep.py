@@ -42,20 +42,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .metrics.report import TABLE_COLUMNS
+
 log = logging.getLogger(__name__)
 
-#: (metric key, column title) of the summary, in order; absent keys are left out
+#: (metric key, column title) of the summary, in order; absent keys are left out: the columns of the test
+#: table (:data:`~hoiclip_lightning.metrics.report.TABLE_COLUMNS`), then the same with TFE
 SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("test/mAP_full", "Full"),
-    ("test/mAP_rare", "Rare"),
-    ("test/mAP_non_rare", "Non-rare"),
-    ("test/mAP_seen", "Seen"),
-    ("test/mAP_unseen", "Unseen"),
-    ("test/tfe/mAP_full", "Full (TFE)"),
-    ("test/tfe/mAP_rare", "Rare (TFE)"),
-    ("test/tfe/mAP_non_rare", "Non-rare (TFE)"),
-    ("test/tfe/mAP_seen", "Seen (TFE)"),
-    ("test/tfe/mAP_unseen", "Unseen (TFE)"),
+    *((f"test/{key}", title) for key, title in TABLE_COLUMNS),
+    *((f"test/tfe/{key}", f"{title} (TFE)") for key, title in TABLE_COLUMNS),
 )
 
 
