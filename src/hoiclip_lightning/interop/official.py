@@ -472,7 +472,9 @@ def infer_net_config(state: dict[str, Tensor], args: argparse.Namespace | None =
     heads = int(getattr(args, "nheads", 8)) if args is not None else 8
     verb_weight = getattr(args, "verb_weight", None) if args is not None else None
     if verb_weight is None:
-        verb_weight = 0.1 if state.get("verb2hoi_proj") is not None and state["verb2hoi_proj"].shape[0] == 29 else 0.5
+        # the reference's verb weight: 0.1 for V-COCO (its verb-to-HOI matrix has a row per V-COCO verb), else 0.5
+        proj = state.get("verb2hoi_proj")
+        verb_weight = 0.1 if proj is not None and proj.shape[0] == HOIVocabulary.builtin("vcoco").num_verbs else 0.5
     return HOICLIPConfig(
         backbone=backbones[layer3],
         hidden_dim=int(q.shape[1]),
@@ -504,7 +506,9 @@ def infer_label_space(state: dict[str, Tensor], args: argparse.Namespace | None)
     vocab_name = _DATASETS.get(str(dataset)) if dataset is not None else None
     if vocab_name is None:
         rows = state.get("obj_visual_projection.weight")
-        vocab_name = "vcoco" if rows is not None and rows.shape[0] == 82 else "hico_det"
+        # one row per object prompt (the objects and "nothing"): V-COCO's 82 or HICO-DET's 81
+        vcoco_rows = len(HOIVocabulary.builtin("vcoco").object_prompts)
+        vocab_name = "vcoco" if rows is not None and rows.shape[0] == vcoco_rows else "hico_det"
     if args is not None and getattr(args, "zero_shot_type", None) is not None:
         zero_shot = str(args.zero_shot_type) if vocab_name == "hico_det" else "default"
         return vocab_name, zero_shot
