@@ -447,8 +447,8 @@ def test_validation_curve_records_prints_and_resumes(capsys):
     expected = ("| step | val/mAP_full | val/tfe/mAP_full |\n|---:|---:|---:|\n"
                 "| 400 | 1.40 | 1.50 |\n| 800 | 23.80 | - |")
     assert curve.format() == expected
-    curve.on_fit_end(trainer, None)
-    assert capsys.readouterr().out == "validation curve (2 runs)\n" + expected + "\n"
+    assert curve.report() == "validation curve (2 runs)\n" + expected
+    assert ValidationCurve().report() == ""
     resumed = ValidationCurve()
     resumed.load_state_dict(curve.state_dict())
     assert resumed.format() == expected

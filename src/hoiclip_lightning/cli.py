@@ -176,6 +176,12 @@ class HOICLIPCLI(LightningCLI):
         self._require_last_checkpoint()
 
     def after_fit(self) -> None:
+        from .callbacks import ValidationCurve
+
+        if self.trainer.is_global_zero:
+            for curve in (cb for cb in self.trainer.callbacks if isinstance(cb, ValidationCurve) and cb.points):
+                sys.stdout.write(curve.report() + "\n")
+            sys.stdout.flush()
         if not self.config.get(self.subcommand, {}).get("test_after_fit", False):
             return
         ckpt = "best" if getattr(self.trainer.checkpoint_callback, "best_model_path", "") else None
