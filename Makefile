@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine:
 #   make quickstart   -> venv, install, synthetic dataset, train + evaluate tiny HOICLIP (small pretrained CLIP), print the metric table
-#   make test         -> venv, install, run the test suite
+#   make test         -> venv, install, run the test suite and the docstring examples
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -32,7 +32,7 @@ quickstart: $(STAMP)
 		--model.init_args.net.verb_embeddings $(QUICKSTART_DIR)/verb_embeddings.pt
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 tests
+	$(BIN)/python -m pytest -q -n 2 tests src  # src: the docstring examples (--doctest-modules)
 
 # the documentation site, built strictly into site/ (tests/test_docs.py runs the same build in `make test`)
 docs: $(STAMP)

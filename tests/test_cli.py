@@ -305,3 +305,41 @@ def test_verb_embeddings_subcommand_on_the_fixture(tmp_path, capsys, monkeypatch
     assert payload["include_unseen"] is True and payload["clip_model"] == "hoiclip-tiny"
     main(["verb-embeddings", "--config", "tests/conf/hico_tiny.yaml", "--out", str(out)])
     assert "exists; pass --overwrite true" in capsys.readouterr().out
+
+
+def _documented_subcommand_lines() -> list[tuple[str, str, str]]:
+    """``(file, subcommand, line)`` for every ``hoiclip <extra subcommand> ...`` line of the docs, README,
+    Makefile, configs, notebooks and benchmark docstrings (continuation lines joined)."""
+    from hoiclip_lightning.cli import EXTRA_SUBCOMMANDS
+
+    files = [ROOT / "README.md", ROOT / "Makefile", *sorted((ROOT / "docs").rglob("*.md")),
+             *sorted((ROOT / "configs").rglob("*.yaml")), *sorted((ROOT / "notebooks").glob("*.ipynb")),
+             *sorted((ROOT / "src").rglob("*.py"))]
+    found = []
+    pattern = re.compile(r"hoiclip (" + "|".join(map(re.escape, EXTRA_SUBCOMMANDS)) + r")((?: +[^`\n]*)?)")
+    for path in files:
+        text = re.sub(r"\\\n\s*(#\s*)?", " ", path.read_text())  # join continuation lines
+        for match in pattern.finditer(text):
+            found.append((str(path.relative_to(ROOT)), match.group(1), match.group(2)))
+    return found
+
+
+def test_documented_subcommand_lines_use_existing_flags(capsys):
+    """Rule: every `hoiclip <extra subcommand> --flag` written in the docs, README, Makefile, configs, notebooks
+    and docstrings names a flag the subcommand has (the old dashed spellings are gone)."""
+    lines = _documented_subcommand_lines()
+    assert {name for _, name, _ in lines} >= {"synth", "verb-embeddings", "clip-pretrain", "export-detector", "sweep",
+                                              "evaluate", "convert-official"}
+    helps = {}
+    bad = []
+    for path, name, line in lines:
+        if name not in helps:
+            with pytest.raises(SystemExit):
+                main([name, "--help"])
+            helps[name] = set(re.findall(r"--[\w.]+", capsys.readouterr().out))
+        command = re.split(r" -- |&&|;|\|", line)[0]  # this command only, not the fit arguments after `--`
+        command = re.sub(r"\"[^\"]*\"|'[^']*'", "VALUE", command)  # quoted values (a variant's overrides)
+        for flag in re.findall(r"(?<![\w-])--[A-Za-z][\w.-]*", command):
+            if flag.split(".")[0] not in helps[name]:
+                bad.append(f"{path}: hoiclip {name} ... {flag}")
+    assert not bad, bad

@@ -20,8 +20,12 @@ Boxes are the exact pixel extents of what was drawn (``[x1, y1, x2, y2]``, ``x2`
 Output is deterministic: the same seed gives byte-identical JSON and JPEG files.
 
 Examples:
-    >>> summary = generate_synthetic_dataset("/tmp/synth", seed=0, num_train=400, num_test=100)  # doctest: +SKIP
-    >>> HOIVocabulary.from_json("/tmp/synth/vocabulary.json").num_hois  # doctest: +SKIP
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp()) / "synth"
+    >>> summary = generate_synthetic_dataset(root, seed=0, num_train=4, num_test=2, image_size=64)
+    >>> summary.images
+    {'train': 4, 'test': 2}
+    >>> HOIVocabulary.from_json(root / "vocabulary.json").num_hois
     50
 """
 
@@ -770,8 +774,11 @@ def resize_split_images(root: str | Path, split: str, sizes: list[tuple[int, int
     its boxes with it (rounded to whole pixels) and rewrites the record's ``width``/``height``.
 
     Example:
-        >>> resize_split_images("data/synth", "test", [(96 + 11 * i, 90 + 13 * i) for i in range(16)])  # doctest: +SKIP
-        16
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> _ = generate_synthetic_dataset(root, seed=0, num_train=1, num_test=3, image_size=64)
+        >>> resize_split_images(root, "test", [(64 + 11 * i, 70 + 13 * i) for i in range(16)])
+        3
 
     Args:
         root: a dataset written by :func:`generate_synthetic_dataset`.
