@@ -1,6 +1,6 @@
 # Two commands do all set-up on a fresh machine:
 #   make quickstart   -> venv, install, synthetic dataset, train + evaluate tiny HOICLIP (small pretrained CLIP), print the metric table
-#   make test         -> venv, install, run the test suite
+#   make test         -> venv, install, run the test suite and the docstring examples
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -25,14 +25,14 @@ install: $(STAMP)
 # synthetic world -> verb embeddings by visual semantic arithmetic (the small CLIP of weights/hoiclip_small.pt)
 # -> train HOICLIP with every knowledge-transfer part on -> select on validation -> test once -> mAP table
 quickstart: $(STAMP)
-	$(BIN)/hoiclip synth --out $(QUICKSTART_DIR) --easy --image-size 160 --seed 0 --num-train 800 --num-test 100 \
-		--num-val 100
+	$(BIN)/hoiclip synth --out $(QUICKSTART_DIR) --easy true --image_size 160 --seed 0 --num_train 800 \
+		--num_test 100 --num_val 100
 	$(BIN)/hoiclip verb-embeddings --config configs/quickstart.yaml --out $(QUICKSTART_DIR)/verb_embeddings.pt
 	$(BIN)/hoiclip fit --config configs/quickstart.yaml \
 		--model.init_args.net.verb_embeddings $(QUICKSTART_DIR)/verb_embeddings.pt
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -n 2 tests
+	$(BIN)/python -m pytest -q -n 2 tests src  # src: the docstring examples (--doctest-modules)
 
 # the documentation site, built strictly into site/ (tests/test_docs.py runs the same build in `make test`)
 docs: $(STAMP)

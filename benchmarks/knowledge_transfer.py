@@ -175,9 +175,9 @@ def _run(cmd: list[str], what: str) -> None:
 def ensure_world(root: Path, num_train: int, num_val: int, num_test: int, image_size: int) -> None:
     if (root / "vocabulary.json").is_file() and (root / "annotations/val_hico.json").is_file():
         return
-    _run([sys.executable, "-m", "hoiclip_lightning.cli", "synth", "--out", str(root), "--easy", "--seed", "0",
-          "--image-size", str(image_size), "--num-train", str(num_train), "--num-test", str(num_test),
-          "--num-val", str(num_val)], "synthetic world")
+    _run([sys.executable, "-m", "hoiclip_lightning.cli", "synth", "--out", str(root), "--easy", "true", "--seed", "0",
+          "--image_size", str(image_size), "--num_train", str(num_train), "--num_test", str(num_test),
+          "--num_val", str(num_val)], "synthetic world")
 
 
 def ensure_clip(path: Path, clip_model: str, steps: int, minutes: float) -> None:
@@ -194,16 +194,17 @@ def ensure_detector(path: Path, root: Path, work: Path) -> None:
     if path.is_file():
         return
     if not (root / "vocabulary.json").is_file():
-        _run([sys.executable, "-m", "hoiclip_lightning.cli", "synth", "--out", str(root), "--easy", "--seed", "2000",
-              "--image-size", "160", "--num-train", "2000", "--num-test", "20", "--num-val", "20"], "detector world")
+        _run([sys.executable, "-m", "hoiclip_lightning.cli", "synth", "--out", str(root), "--easy", "true", "--seed",
+              "2000", "--image_size", "160", "--num_train", "2000", "--num_test", "20", "--num_val", "20"],
+             "detector world")
     # the config's fixed 2500 steps decide the detector; `minutes` is only reserved by the budget
     _run([sys.executable, "-m", "hoiclip_lightning.cli", "fit", "--config", str(DETECTOR_CONFIG),
           "--data.init_args.root", str(root), "--trainer.default_root_dir", str(work),
           "--trainer.logger.init_args.save_dir", str(work), "--trainer.enable_progress_bar", "false"],
          "detector pretraining")
     path.parent.mkdir(parents=True, exist_ok=True)
-    _run([sys.executable, "-m", "hoiclip_lightning.cli", "export-detector", str(work / "checkpoints/last.ckpt"),
-          "--out", str(path)], "detector export")
+    _run([sys.executable, "-m", "hoiclip_lightning.cli", "export-detector", "--checkpoint",
+          str(work / "checkpoints/last.ckpt"), "--out", str(path)], "detector export")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -9,6 +9,10 @@ from hypothesis import settings
 settings.register_profile("ci", derandomize=True, deadline=None)
 settings.load_profile("ci")
 
+# tests/data/<dataset>/data.py write the fixtures; they are scripts, not tests (and --doctest-modules would
+# import both as the module `data`)
+collect_ignore = ["data"]
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _image_check_cache(tmp_path_factory):

@@ -1,6 +1,7 @@
 """The `hoiclip` command: LightningCLI subcommands, config files, extra subcommands."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -116,11 +117,11 @@ def test_vocabulary_and_zero_shot_are_linked_from_data(tmp_path, monkeypatch):
 
 
 def test_synth_subcommand(tmp_path, capsys):
-    main(["synth", "--out", str(tmp_path / "s"), "--seed", "3", "--num-train", "6", "--num-test", "3"])
+    main(["synth", "--out", str(tmp_path / "s"), "--seed", "3", "--num_train", "6", "--num_test", "3"])
     records = json.loads((tmp_path / "s/annotations/trainval_hico.json").read_text())
     assert len(records) == 6
     assert (tmp_path / "s/vocabulary.json").is_file()
-    main(["synth", "--out", str(tmp_path / "s"), "--num-train", "6", "--num-test", "3"])
+    main(["synth", "--out", str(tmp_path / "s"), "--num_train", "6", "--num_test", "3"])
     assert "already present" in capsys.readouterr().out
 
 
@@ -198,3 +199,147 @@ def test_clip_image_size_is_checked_at_setup_from_python(tmp_path):
     with pytest.raises(ConfigurationError, match=r"clip_image_size = 32, but the CLIP model 'hoiclip-tiny' takes 64"):
         trainer.fit(module, datamodule=data)
     assert trainer.global_step == 0
+
+
+# ---------------------------------------------------------------------- extra subcommands: flags from signatures
+def _option_help(text: str, flag: str) -> str:
+    """The help entry of ``flag`` in ``--help`` output, on one line."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith(f"{flag} ") or line.strip() == flag)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].lstrip().startswith("-")), len(lines))
+    return " ".join(" ".join(lines[start:end]).split())
+
+
+def _flag_parameters(name: str) -> dict:
+    """The parameters of the function behind subcommand ``name`` that must be flags (``**kwargs`` followed)."""
+    import inspect
+
+    from hoiclip_lightning.cli import EXTRA_SUBCOMMANDS
+    from hoiclip_lightning.metrics.evaluate import evaluate_files
+
+    command = EXTRA_SUBCOMMANDS[name]
+    params = dict(inspect.signature(command.target()).parameters)
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        assert name == "evaluate", f"{name}: which function receives **kwargs?"
+        params = {k: p for k, p in params.items() if p.kind is not p.VAR_KEYWORD}
+        params.update({k: p for k, p in inspect.signature(evaluate_files).parameters.items() if k not in params})
+    return {k: p for k, p in params.items() if k not in command.skip}
+
+
+@pytest.mark.parametrize("name", ["synth", "verb-embeddings", "clip-pretrain", "export-detector", "sweep", "evaluate",
+                                  "convert-official"])
+def test_subcommand_help_lists_every_parameter_of_its_function_with_its_default(name, capsys):
+    """Rule: an extra subcommand's flags are the parameters of the function it calls (jsonargparse), named as the
+    parameters, with the function's own default and the docstring's description; nothing else declares them."""
+    import inspect
+
+    params = _flag_parameters(name)
+    assert len(params) >= 2
+    with pytest.raises(SystemExit) as info:
+        main([name, "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: hoiclip {name} ")
+    for param in params.values():
+        entry = _option_help(text, f"--{param.name}")
+        if param.default is inspect.Parameter.empty:
+            assert "(required," in entry, entry
+        else:
+            shown = "null" if param.default is None else str(param.default)
+            # (help wraps long values at hyphens: compare without spaces)
+            assert re.search(rf"default:{re.escape(shown.replace(' ', ''))}[,)]", entry.replace(" ", "")), entry
+        # the description is the docstring's (no reStructuredText markup left)
+        assert "``" not in entry and ":class:" not in entry
+        assert len(entry.split("(type:")[0]) > len(f"--{param.name} {param.name.upper()}") + 2, entry
+    # one flag style: no dashed spelling of a multi-word parameter
+    assert not [p for p in params if "_" in p and f"--{p.replace('_', '-')}" in text]
+
+
+def test_subcommand_flags_reach_the_function_with_its_defaults(tmp_path, monkeypatch, capsys):
+    """`hoiclip synth`: given flags reach generate_synthetic_dataset as typed values, the others are the function's
+    defaults; `--easy true` sets the easy world's values but an explicit flag still wins."""
+    import functools
+    import inspect
+
+    import hoiclip_lightning.data.synthetic as synthetic
+
+    calls = []
+
+    @functools.wraps(synthetic.generate_synthetic_dataset)
+    def spy(**kwargs):
+        calls.append(kwargs)
+        return "summary"
+
+    monkeypatch.setattr(synthetic, "generate_synthetic_dataset", spy)
+    main(["synth", "--out", str(tmp_path / "a"), "--num_train", "7", "--clutter", "false"])
+    main(["synth", "--out", str(tmp_path / "b"), "--easy", "true", "--max_people", "2"])
+    assert capsys.readouterr().out == "summary\nsummary\n"
+    defaults = {k: p.default for k, p in inspect.signature(synthetic.generate_synthetic_dataset).parameters.items()}
+    assert calls[0] == {**defaults, "out": str(tmp_path / "a"), "num_train": 7, "clutter": False}
+    assert calls[1] == {**defaults, "out": str(tmp_path / "b"), "max_people": 2, "distractors": False, "clutter": False}
+    with pytest.raises(SystemExit) as info:
+        main(["synth", "--out", str(tmp_path / "c"), "--num-train", "7"])  # the dashed spelling is not a flag
+    assert info.value.code == 2 and "--num-train" in capsys.readouterr().err
+
+
+def test_subcommand_library_error_ends_with_status_2_and_one_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["synth", "--out", str(tmp_path), "--num_train", "0"])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "hoiclip synth: error: ConfigurationError: num_train must be >= 1, num_test and num_val >= 0, got 0, 100, 0"]
+
+
+def test_verb_embeddings_subcommand_on_the_fixture(tmp_path, capsys, monkeypatch):
+    """`hoiclip verb-embeddings --config <fit config>`: the file has one row per verb, at the CLIP's width, and the
+    options of compute_verb_embeddings reach it (--include_unseen recorded in the metadata)."""
+    import torch
+
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "verbs.pt"
+    main(["verb-embeddings", "--config", "tests/conf/hico_tiny.yaml", "--out", str(out), "--progress", "false",
+          "--include_unseen", "true", "--num_workers", "0", "--device", "cpu"])
+    assert f"written to {out}" in capsys.readouterr().out
+    payload = torch.load(out, map_location="cpu", weights_only=False)
+    assert payload["verb_embeddings"].shape == (117, payload["embed_dim"])
+    assert payload["include_unseen"] is True and payload["clip_model"] == "hoiclip-tiny"
+    main(["verb-embeddings", "--config", "tests/conf/hico_tiny.yaml", "--out", str(out)])
+    assert "exists; pass --overwrite true" in capsys.readouterr().out
+
+
+def _documented_subcommand_lines() -> list[tuple[str, str, str]]:
+    """``(file, subcommand, line)`` for every ``hoiclip <extra subcommand> ...`` line of the docs, README,
+    Makefile, configs, notebooks and benchmark docstrings (continuation lines joined)."""
+    from hoiclip_lightning.cli import EXTRA_SUBCOMMANDS
+
+    files = [ROOT / "README.md", ROOT / "Makefile", *sorted((ROOT / "docs").rglob("*.md")),
+             *sorted((ROOT / "configs").rglob("*.yaml")), *sorted((ROOT / "notebooks").glob("*.ipynb")),
+             *sorted((ROOT / "src").rglob("*.py"))]
+    found = []
+    pattern = re.compile(r"hoiclip (" + "|".join(map(re.escape, EXTRA_SUBCOMMANDS)) + r")((?: +[^`\n]*)?)")
+    for path in files:
+        text = re.sub(r"\\\n\s*(#\s*)?", " ", path.read_text())  # join continuation lines
+        for match in pattern.finditer(text):
+            found.append((str(path.relative_to(ROOT)), match.group(1), match.group(2)))
+    return found
+
+
+def test_documented_subcommand_lines_use_existing_flags(capsys):
+    """Rule: every `hoiclip <extra subcommand> --flag` written in the docs, README, Makefile, configs, notebooks
+    and docstrings names a flag the subcommand has (the old dashed spellings are gone)."""
+    lines = _documented_subcommand_lines()
+    assert {name for _, name, _ in lines} >= {"synth", "verb-embeddings", "clip-pretrain", "export-detector", "sweep",
+                                              "evaluate", "convert-official"}
+    helps = {}
+    bad = []
+    for path, name, line in lines:
+        if name not in helps:
+            with pytest.raises(SystemExit):
+                main([name, "--help"])
+            helps[name] = set(re.findall(r"--[\w.]+", capsys.readouterr().out))
+        command = re.split(r" -- |&&|;|\|", line)[0]  # this command only, not the fit arguments after `--`
+        command = re.sub(r"\"[^\"]*\"|'[^']*'", "VALUE", command)  # quoted values (a variant's overrides)
+        for flag in re.findall(r"(?<![\w-])--[A-Za-z][\w.-]*", command):
+            if flag.split(".")[0] not in helps[name]:
+                bad.append(f"{path}: hoiclip {name} ... {flag}")
+    assert not bad, bad

@@ -294,7 +294,7 @@ def test_sweep_summary_table_and_plot(tmp_path):
 @pytest.mark.slow
 def test_sweep_subcommand_runs_fit_and_test(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(ROOT)
-    main(["sweep", "--config", TINY, "--fractions", "0.5", "--out", str(tmp_path), "--",
+    main(["sweep", "--config", TINY, "--fractions", "[0.5]", "--out", str(tmp_path), "--",
           "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "0"])
     out = capsys.readouterr().out
     assert "| fraction | Full | Rare | Non-rare |" in out
@@ -447,8 +447,8 @@ def test_validation_curve_records_prints_and_resumes(capsys):
     expected = ("| step | val/mAP_full | val/tfe/mAP_full |\n|---:|---:|---:|\n"
                 "| 400 | 1.40 | 1.50 |\n| 800 | 23.80 | - |")
     assert curve.format() == expected
-    curve.on_fit_end(trainer, None)
-    assert capsys.readouterr().out == "validation curve (2 runs)\n" + expected + "\n"
+    assert curve.report() == "validation curve (2 runs)\n" + expected
+    assert ValidationCurve().report() == ""
     resumed = ValidationCurve()
     resumed.load_state_dict(curve.state_dict())
     assert resumed.format() == expected

@@ -61,7 +61,7 @@ def test_convert_official_cli_round_trip(source_module, official, tmp_path, caps
     fp16 = {k: (v.half() if k.startswith("clip_model.") and v.is_floating_point() else v) for k, v in official.items()}
     torch.save({"model": fp16, "args": args, "epoch": 89}, src)
     dst = tmp_path / "converted.ckpt"
-    main(["convert-official", str(src), str(dst), "--model-config", str(TINY_MODEL)])
+    main(["convert-official", "--src", str(src), "--dst", str(dst), "--model_config", str(TINY_MODEL)])
     out = capsys.readouterr().out
     n_clip = sum(k.startswith("clip_model.") for k in official)
     n_backbone = sum(k.startswith("backbone.0.body.") for k in official)
@@ -122,11 +122,11 @@ def test_converter_cli_refusal_exits_with_message(official, tmp_path, capsys):
     broken = {k: v for k, v in official.items() if not k.startswith("obj_visual_projection.")}
     torch.save({"model": broken}, tmp_path / "broken.pth")
     with pytest.raises(SystemExit) as info:
-        main(["convert-official", str(tmp_path / "broken.pth"), str(tmp_path / "x.ckpt"),
-              "--model-config", str(TINY_MODEL)])
+        main(["convert-official", "--src", str(tmp_path / "broken.pth"), "--dst", str(tmp_path / "x.ckpt"),
+              "--model_config", str(TINY_MODEL)])
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert "conversion refused" in err and "obj_visual_projection.weight" in err
+    assert "hoiclip convert-official: error: CheckpointError: " in err and "obj_visual_projection.weight" in err
     assert not (tmp_path / "x.ckpt").exists()
 
 
@@ -196,7 +196,7 @@ def test_converted_vcoco_checkpoint_reproduces_reference_outputs(vcoco_reference
 
     reference, src = vcoco_reference
     dst = tmp_path / "vcoco.ckpt"
-    main(["convert-official", str(src), str(dst)])
+    main(["convert-official", "--src", str(src), "--dst", str(dst)])
     assert "verb2hoi_proj equals the reference's object-indexed verb-to-HOI matrix (verb_to_hoi_columns: object)" \
         in capsys.readouterr().out
     converted = HOICLIPModule.load_from_checkpoint(dst, map_location="cpu").eval()
@@ -229,7 +229,7 @@ def test_converter_names_the_option_for_a_clip_it_cannot_infer(vcoco_reference, 
     three = {k: v for k, v in data["model"].items() if not k.startswith("clip_model.visual.transformer.resblocks.3.")}
     torch.save({"model": three, "args": data["args"]}, tmp_path / "three_layers.pth")
     with pytest.raises(CheckpointError, match=r"CLIP \(image tower width 128 x 3 layers, patch 16, 64 px; text width "
-                                              r"128 x 3 layers.*matches no open_clip architecture.*--model-config"):
+                                              r"128 x 3 layers.*matches no open_clip architecture.*--model_config"):
         convert_official_checkpoint(tmp_path / "three_layers.pth")
     with pytest.raises(CheckpointError, match=r"clip_model 'hoiclip-tiny' is not the checkpoint's CLIP \(image tower "
                                               r"width 128 x 4 layers.*set net.clip_model: hoiclip-small"):

@@ -410,7 +410,7 @@ def test_hoiclip_evaluate_command_prints_the_table_and_writes_json_and_csv(tmp_p
     expected = direct_metric(gt_rows, det_rows, "official")
     main(["evaluate", "--predictions", str(tmp_path / "results.json"),
           "--annotations", str(tmp_path / "test_hico.json"),
-          "--out", str(tmp_path / "eval"), "--zero-shot", "rare_first"])
+          "--out", str(tmp_path / "eval"), "--zero_shot", "rare_first"])
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert lines[0] == "HOI detection mAP (hico_det, official protocol, zero-shot rare_first)"

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from hoiclip_lightning.errors import ConfigurationError
-from hoiclip_lightning.models.config import PostProcessConfig
 from hoiclip_lightning.models.enhancement import enhancement_sweep, training_free_enhancement
 from hoiclip_lightning.models.postprocess import HOIPostProcessor, pixel_iou_plus_one, triplet_nms
 from hoiclip_lightning.structures import HOIOutputs
@@ -123,8 +122,8 @@ def test_nms_inside_processor():
     assert with_nms.scores.tolist() == pytest.approx([torch.sigmoid(torch.tensor(2.0)).item() + 0.25, 0.75])
 
 
-def test_from_config_and_validation():
-    post = HOIPostProcessor.from_config([0, 2], HOI_TO_OBJECT, HOI_TO_VERB, PostProcessConfig(topk=7, use_nms=False))
+def test_constructor_arguments_and_validation():
+    post = HOIPostProcessor([0, 2], HOI_TO_OBJECT, HOI_TO_VERB, topk=7, use_nms=False)
     assert post.topk == 7 and not post.use_nms and post.nms_beta == 0.5
     with pytest.raises(ConfigurationError, match="score_mode"):
         processor(score_mode="max")

@@ -6,33 +6,41 @@ Lightning subcommands (model and datamodule from YAML, subclass mode)::
     hoiclip test --config configs/quickstart.yaml --ckpt_path runs/quickstart/checkpoints/last.ckpt
     hoiclip fit --config configs/experiments/hico_det.yaml --print_config
 
-Extra subcommands (each has ``--help``)::
+Extra subcommands (each has ``--help``): each is one library function, and its flags are that function's
+parameters (``--num_train`` for ``num_train``, booleans as ``--overwrite true``, lists as ``"[0.25, 1.0]"``),
+with the function's defaults and the docstring's descriptions (:class:`Subcommand`)::
 
-    hoiclip synth --out data/synthetic --seed 0 --num-train 400 --num-test 100 --num-val 100
+    hoiclip synth --out data/synthetic --seed 0 --num_train 400 --num_test 100 --num_val 100
     hoiclip clip-pretrain --out data/clip/hoiclip_small.pt --synthetic 3000
-    hoiclip export-detector runs/detector_pretrain/checkpoints/last.ckpt --out data/detector/synthetic_detector.pt
+    hoiclip export-detector --checkpoint runs/detector_pretrain/checkpoints/last.ckpt --out data/detector/det.pt
     hoiclip evaluate --predictions results.json --annotations test_hico.json
 """
 
 from __future__ import annotations
 
-import argparse
+import importlib
+import inspect
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
+from jsonargparse import ArgumentParser, DefaultHelpFormatter
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
-from .data.datamodule import HOIDataModule
+from .data.datamodule import HOIDataModule, resolve_vocabulary_source
 from .errors import HOICLIPError
 from .metrics.report import format_metric_table
 from .models.module import HOICLIPModule
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EXTRA_SUBCOMMANDS", "HOICLIPCLI", "format_metric_table", "main"]
+__all__ = ["EXTRA_SUBCOMMANDS", "HOICLIPCLI", "Subcommand", "format_metric_table", "main", "run_subcommand"]
 
 
 def _vocabulary_source(datamodule: HOIDataModule) -> str:
@@ -79,10 +87,7 @@ class HOICLIPCLI(LightningCLI):
         data = getattr(config, "data", None)
         init = getattr(data, "init_args", None)
         if init is not None and getattr(init, "vocabulary", "unset") is None:
-            from pathlib import Path
-
-            custom = Path(init.root) / "vocabulary.json"
-            init.vocabulary = str(custom) if custom.is_file() else init.dataset_format
+            init.vocabulary = resolve_vocabulary_source(None, init.root, init.dataset_format)
         if self.subcommand == "predict" and init is not None:
             self._eval_transforms_from_checkpoint(config.get("ckpt_path"), init)
 
@@ -93,7 +98,6 @@ class HOICLIPCLI(LightningCLI):
 
     def _eval_transforms_from_checkpoint(self, ckpt_path, init) -> None:
         """``predict``: the checkpoint's test_scale / test_max_size / clip_image_size replace the config's."""
-        from pathlib import Path
 
         if not ckpt_path or not Path(ckpt_path).is_file():
             return
@@ -172,6 +176,12 @@ class HOICLIPCLI(LightningCLI):
         self._require_last_checkpoint()
 
     def after_fit(self) -> None:
+        from .callbacks import ValidationCurve
+
+        if self.trainer.is_global_zero:
+            for curve in (cb for cb in self.trainer.callbacks if isinstance(cb, ValidationCurve) and cb.points):
+                sys.stdout.write(curve.report() + "\n")
+            sys.stdout.flush()
         if not self.config.get(self.subcommand, {}).get("test_after_fit", False):
             return
         ckpt = "best" if getattr(self.trainer.checkpoint_callback, "best_model_path", "") else None
@@ -207,64 +217,233 @@ def library_error(err: BaseException) -> HOICLIPError | None:
 
 
 # ---------------------------------------------------------------------- extra subcommands
-def _synth(argv: list[str]) -> None:
-    from .data.synthetic import generate_synthetic_dataset
+@dataclass(frozen=True)
+class Subcommand:
+    """An extra ``hoiclip`` subcommand whose flags are the parameters of one library function.
 
-    parser = argparse.ArgumentParser(prog="hoiclip synth",
-                                     description="Write the synthetic HOI dataset in the HICO-DET layout.")
-    parser.add_argument("--out", required=True, help="output folder (HICO-DET layout + vocabulary.json)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num-train", type=int, default=400)
-    parser.add_argument("--num-test", type=int, default=100)
-    parser.add_argument("--num-val", type=int, default=100,
-                        help="validation images (images/val2015, annotations/val_hico.json; own random stream, "
-                             "used for checkpoint selection); 0: none")
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing dataset")
-    parser.add_argument("--max-people", type=int, default=3, help="people (interaction groups) per image, 1-3")
-    parser.add_argument("--no-distractors", action="store_true", help="no objects without interaction")
-    parser.add_argument("--no-clutter", action="store_true", help="plain background")
-    parser.add_argument("--easy", action="store_true",
-                        help="the quickstart world: --max-people 1 --no-distractors --no-clutter")
-    args = parser.parse_args(argv)
-    if args.easy:
-        args.max_people, args.no_distractors, args.no_clutter = 1, True, True
-    from pathlib import Path
+    jsonargparse reads ``function``'s signature (as LightningCLI reads the constructors): one ``--name`` flag
+    per parameter, the parameter's name with underscores (as ``--trainer.max_steps``), its type checked,
+    its default the function's own and its help text the ``Args:`` entry of its docstring. ``skip`` names
+    the parameters that are not flags (objects the command builds, or values it passes itself).
+    ``run(parser, argv)`` adds what only the command line has, parses ``argv``, calls the function and
+    writes the result to stdout.
+    """
 
-    out = Path(args.out)
-    if out.exists() and (out / "vocabulary.json").exists() and not args.overwrite:
-        summary_file = out / "vocabulary.json"
-        no_val = args.num_val > 0 and not (out / "annotations" / "val_hico.json").is_file()
+    function: str  #: ``"module:name"`` under ``hoiclip_lightning``, imported when the subcommand runs
+    summary: str  #: one line for ``hoiclip --help``
+    run: Callable[[ArgumentParser, list[str]], None]
+    skip: frozenset[str] = frozenset()
+
+    def target(self) -> Callable[..., Any]:
+        """The function whose signature gives the flags."""
+        module, _, name = self.function.partition(":")
+        return getattr(importlib.import_module(f"{__package__}.{module}"), name)
+
+    def parser(self, name: str) -> ArgumentParser:
+        """``hoiclip <name>``'s parser: every parameter of :meth:`target` but ``skip`` as a flag."""
+        function = self.target()
+        doc = inspect.getdoc(function) or ""
+        parser = LightningArgumentParser(prog=f"hoiclip {name}", description=_plain(doc.split("\n\n")[0]),
+                                         env_prefix="HOICLIP", default_env=False, formatter_class=_HelpFormatter)
+        parser.add_function_arguments(function, as_group=False, skip=set(self.skip))
+        return parser
+
+
+def _plain(text: str) -> str:
+    """Docstring text as help text: ``code`` and :role:`~path.Name` become code and Name."""
+    text = re.sub(r":[a-z]+:`~?(?:[\w.]*\.)?([^`]+)`", r"\1", text)
+    return text.replace("``", "")
+
+
+class _HelpFormatter(DefaultHelpFormatter):
+    """jsonargparse's help, with the docstrings' reStructuredText markup removed."""
+
+    def _expand_help(self, action: Any) -> str:
+        return _plain(super()._expand_help(action))
+
+
+def _written(text: str) -> None:
+    sys.stdout.write(text.rstrip("\n") + "\n")
+    sys.stdout.flush()
+
+
+def _synth(parser: ArgumentParser, argv: list[str]) -> None:
+    from .data.synthetic import EASY_WORLD, generate_synthetic_dataset
+
+    easy = ", ".join(f"{k} {str(v).lower()}" for k, v in EASY_WORLD.items())
+    parser.add_argument("--easy", type=bool, default=False,
+                        help=f"the quickstart's world: the defaults of {easy} (a flag given explicitly still wins)")
+    cfg = parser.parse_args(argv)
+    if cfg.easy:
+        parser.set_defaults(**EASY_WORLD)
+        cfg = parser.parse_args(argv)
+    out = Path(cfg.out)
+    if (out / "vocabulary.json").is_file() and not cfg.overwrite:
+        no_val = cfg.num_val > 0 and not (out / "annotations" / "val_hico.json").is_file()
         hint = " (it has no validation split: regenerate to add one)" if no_val else ""
-        sys.stdout.write(f"synthetic dataset already present at {out} ({summary_file.name} found){hint}; "
-                         "pass --overwrite to regenerate\n")
+        _written(f"synthetic dataset already present at {out} (vocabulary.json found){hint}; "
+                 "pass --overwrite true to regenerate")
         return
-    summary = generate_synthetic_dataset(out, seed=args.seed, num_train=args.num_train, num_test=args.num_test,
-                                         num_val=args.num_val,
-                                         image_size=args.image_size, overwrite=args.overwrite,
-                                         max_people=args.max_people, distractors=not args.no_distractors,
-                                         clutter=not args.no_clutter)
-    sys.stdout.write(f"{summary}\n")
+    kwargs = {k: v for k, v in cfg.as_dict().items() if k != "easy"}
+    _written(str(generate_synthetic_dataset(**kwargs)))
 
 
-EXTRA_SUBCOMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
-    "synth": (_synth, "write the synthetic HOI dataset (HICO-DET layout)"),
-    "verb-embeddings": (lambda argv: __import__("hoiclip_lightning.knowledge.verb_embeddings",
-                                                fromlist=["main"]).main(argv) and None,
-                        "compute the verb classifier file by visual semantic arithmetic (docs/knowledge.md)"),
-    "clip-pretrain": (lambda argv: __import__("hoiclip_lightning.knowledge.clip_pretrain",
-                                              fromlist=["main"]).main(argv) and None,
-                      "contrastive image-caption pretraining of a small CLIP; writes a clip_pretrained file"),
-    "export-detector": (lambda argv: __import__("hoiclip_lightning.models.detr_checkpoint",
-                                                fromlist=["main"]).main(argv),
-                        "write a trained checkpoint's detector as a detr_checkpoint file (synthetic DETR analogue)"),
-    "sweep": (lambda argv: __import__("hoiclip_lightning.sweep", fromlist=["main"]).main(argv),
-              "train + test a config over training-data fractions locally (summary table and plot)"),
-    "evaluate": (lambda argv: __import__("hoiclip_lightning.metrics.evaluate", fromlist=["main"]).main(argv) and None,
-                 "score another code base's prediction dump (QPIC family, UPT family, hoiclip predict)"),
-    "convert-official": (lambda argv: __import__("hoiclip_lightning.interop.official", fromlist=["main"]).main(argv),
-                         "convert a released HOICLIP checkpoint (.pth) into a .ckpt"),
+def _verb_embeddings(parser: ArgumentParser, argv: list[str]) -> None:
+    from jsonargparse import ActionConfigFile, Namespace
+    from lightning.pytorch import Trainer
+
+    from .knowledge.verb_embeddings import compute_verb_embeddings
+    from .models.clip_encoder import CLIPEncoder
+    from .models.config import HOICLIPConfig
+
+    options = set(inspect.signature(compute_verb_embeddings).parameters) - {"datamodule", "clip"}
+    # the config groups of `hoiclip fit`, so the same --config files work; trainer is accepted, unused
+    parser.add_argument("-c", "--config", action=ActionConfigFile, help="the config files of `hoiclip fit`")
+    parser.add_lightning_class_args(Trainer, "trainer")
+    parser.add_lightning_class_args(HOIDataModule, "data", subclass_mode=True, required=True)
+    parser.add_lightning_class_args(HOICLIPModule, "model", subclass_mode=True, required=False)
+    parser.add_argument("--seed_everything", type=bool | int, default=True,
+                        help="seed of a random CLIP (clip_pretrained null), drawn as `hoiclip fit` draws it")
+    parser.add_argument("--test_after_fit", type=bool, default=False, help="accepted (fit configs have it), unused")
+    parser.add_argument("--ckpt_path", type=str | None, default=None, help="accepted (fit configs have it), unused")
+    parser.add_argument("--out", type=str, required=True, help="output file (.pt)")
+    parser.add_argument("--overwrite", type=bool, default=False, help="replace an existing output file")
+    cfg = parser.parse_args(argv)
+    out = Path(cfg.out)
+    if out.exists() and not cfg.overwrite:
+        _written(f"{out} exists; pass --overwrite true to replace it")
+        return
+    data_cls = _class_of(cfg.data.class_path)
+    data_args = cfg.data.init_args.as_dict() if isinstance(cfg.data.init_args, Namespace) else dict(cfg.data.init_args)
+    datamodule = data_cls(**data_args)
+    net = HOICLIPConfig()
+    model_args = getattr(getattr(cfg, "model", None), "init_args", None)
+    net_ns = getattr(model_args, "net", None) if model_args is not None else None
+    if net_ns is not None:
+        net_dict = net_ns.as_dict() if isinstance(net_ns, Namespace) else dict(vars(net_ns))
+        net_dict = net_dict.get("init_args", net_dict)
+        net = HOICLIPConfig(**{k: v for k, v in net_dict.items() if k in HOICLIPConfig.__dataclass_fields__})
+    seed = cfg.seed_everything if type(cfg.seed_everything) is int else None
+    if net.clip_pretrained is None and seed is not None:
+        # a random CLIP is drawn as `hoiclip fit` draws it (seeded, then CLIP is the model's first part)
+        from lightning.pytorch import seed_everything
+
+        seed_everything(seed, verbose=False)
+    clip = CLIPEncoder(net.clip_model, net.clip_pretrained, net.clip_precision, frozen=True,
+                       quick_gelu=getattr(net, "clip_quick_gelu", None))
+    clip.seed = seed if net.clip_pretrained is None else None
+    result = compute_verb_embeddings(datamodule, clip, **{k: cfg[k] for k in options})
+    result.save(out)
+    meta = result.metadata
+    pairs = max(meta["num_pairs"], 1)
+    _written(
+        f"verb embeddings [{result.embeddings.shape[0]}, {result.embeddings.shape[1]}] written to {out}\n"
+        f"  CLIP {meta['clip_model']} (pretrained={meta['clip_pretrained']}), data {meta['dataset_root']} "
+        f"(fraction {meta['train_fraction']}, zero_shot {meta['zero_shot']!r}, include_unseen "
+        f"{meta['include_unseen']})\n"
+        f"  {meta['num_images']} images, {meta['num_pairs']} HOI instances, {result.seconds:.1f} s "
+        f"({1000 * result.seconds / pairs:.1f} s per 1,000 instances); "
+        f"{len(meta['verbs_without_instance'])} verb(s) and {len(meta['hois_without_instance'])} HOI class(es) "
+        f"without training instance\n"
+        f"  use it with: --model.init_args.net.verb_embeddings {out}")
+
+
+def _class_of(class_path: str) -> type:
+    module_name, _, class_name = class_path.rpartition(".")
+    return getattr(importlib.import_module(module_name), class_name)
+
+
+def _clip_pretrain(parser: ArgumentParser, argv: list[str]) -> None:
+    from .knowledge.clip_pretrain import format_zero_shot, pretrain_clip
+
+    result = pretrain_clip(**parser.parse_args(argv).as_dict())
+    text = (f"CLIP {result.clip_model} weights written to {result.path}\n"
+            f"  {result.steps} steps on {result.num_pairs} pairs in {result.seconds:.0f} s\n"
+            f"  use it with: clip_model: {result.clip_model}, clip_pretrained: {result.path}")
+    if result.zero_shot:
+        text += "\n" + format_zero_shot(result.zero_shot, "zero-shot check against the HOI prompts "
+                                                          "(accuracy, chance in parentheses)")
+    _written(text)
+
+
+def _export_detector(parser: ArgumentParser, argv: list[str]) -> None:
+    from .models.detr_checkpoint import export_detector
+
+    cfg = parser.parse_args(argv)
+    exported = export_detector(**cfg.as_dict())
+    _written(f"wrote {cfg.out}: {len(exported)} detector tensors")
+
+
+def _sweep(parser: ArgumentParser, argv: list[str]) -> None:
+    from .sweep import grid_markdown, summary_markdown, sweep
+
+    fit_args: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, fit_args = argv[:cut], argv[cut + 1:]
+    parser.description = (f"{parser.description} Arguments after `--` are added to every `hoiclip fit` "
+                          "(e.g. -- --trainer.max_steps 200).")
+    cfg = parser.parse_args(argv)
+    try:
+        runs = sweep(**cfg.as_dict(), fit_args=fit_args)
+    except (ValueError, FileNotFoundError) as err:
+        parser.error(str(err))
+    grid = any(r.seed is not None for r in runs) or any(r.variant for r in runs)
+    out = Path(cfg.out)
+    _written((grid_markdown(runs) if grid else summary_markdown(runs)) + "\n"
+             f"summary: {out / 'summary.csv'}, {out / 'summary.md'}, {out / 'map_vs_fraction.png'}")
+    if any(not r.ok for r in runs):
+        raise SystemExit(1)
+
+
+def _evaluate(parser: ArgumentParser, argv: list[str]) -> None:
+    from .metrics.evaluate import evaluate_to_folder
+
+    cfg = parser.parse_args(argv)
+    report = evaluate_to_folder(**cfg.as_dict())
+    _written(report.text)
+
+
+def _convert_official(parser: ArgumentParser, argv: list[str]) -> None:
+    from .interop.official import convert_official_checkpoint
+
+    cfg = parser.parse_args(argv)
+    _, report = convert_official_checkpoint(**cfg.as_dict())
+    _written(report.summary() + (f"\nwrote {cfg.dst}" if cfg.dst is not None else ""))
+
+
+EXTRA_SUBCOMMANDS: dict[str, Subcommand] = {
+    "synth": Subcommand("data.synthetic:generate_synthetic_dataset",
+                        "write the synthetic HOI dataset (HICO-DET layout)", _synth),
+    "verb-embeddings": Subcommand("knowledge.verb_embeddings:compute_verb_embeddings",
+                                  "compute the verb classifier file by visual semantic arithmetic (docs/knowledge.md)",
+                                  _verb_embeddings, frozenset({"datamodule", "clip"})),
+    "clip-pretrain": Subcommand("knowledge.clip_pretrain:pretrain_clip",
+                                "contrastive image-caption pretraining of a small CLIP; writes a clip_pretrained file",
+                                _clip_pretrain),
+    "export-detector": Subcommand("models.detr_checkpoint:export_detector",
+                                  "write a trained checkpoint's detector as a detr_checkpoint file (synthetic DETR "
+                                  "analogue)", _export_detector),
+    "sweep": Subcommand("sweep:sweep", "train + test a config over training-data fractions locally (summary table "
+                        "and plot)", _sweep, frozenset({"fit_args"})),
+    "evaluate": Subcommand("metrics.evaluate:evaluate_to_folder",
+                           "score another code base's prediction dump (QPIC family, UPT family, hoiclip predict)",
+                           _evaluate),
+    "convert-official": Subcommand("interop.official:convert_official_checkpoint",
+                                   "convert a released HOICLIP checkpoint (.pth) into a .ckpt", _convert_official,
+                                   frozenset({"net"})),
 }
+
+
+def run_subcommand(name: str, argv: list[str]) -> None:
+    """Run the extra subcommand ``name`` on ``argv``; a library error ends it with status 2 and one message."""
+    command = EXTRA_SUBCOMMANDS[name]
+    try:
+        command.run(command.parser(name), argv)
+    except HOICLIPError as err:
+        sys.stderr.write(f"hoiclip {name}: error: {type(err).__name__}: {err}\n")
+        sys.stderr.flush()
+        raise SystemExit(2) from err
 
 
 def main(args: list[str] | None = None) -> None:
@@ -272,10 +451,10 @@ def main(args: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if args is None else args)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if argv and argv[0] in EXTRA_SUBCOMMANDS:
-        EXTRA_SUBCOMMANDS[argv[0]][0](argv[1:])
+        run_subcommand(argv[0], argv[1:])
         return
     if not argv or argv[0] in ("-h", "--help"):
-        extra = "\n".join(f"    {name:<18} {doc}" for name, (_, doc) in EXTRA_SUBCOMMANDS.items())
+        extra = "\n".join(f"    {name:<18} {command.summary}" for name, command in EXTRA_SUBCOMMANDS.items())
         sys.stdout.write(f"extra hoiclip subcommands (beside fit/validate/test/predict):\n{extra}\n\n")
     torch.set_float32_matmul_precision("high")
     HOICLIPCLI(

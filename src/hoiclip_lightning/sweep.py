@@ -10,7 +10,7 @@ logger; the test metrics are read back from that logger's ``metrics.csv``. Resul
 * ``<out>/map_vs_fraction.png``: mAP against the fraction (log-scaled x axis);
 * ``<out>/frac_<F>/``: each run's checkpoints, ``metrics.csv``, ``per_class_ap.csv`` and ``log.txt``.
 
-With ``--seeds`` and/or ``--variant NAME "OVERRIDES"`` the sweep becomes a grid: every variant (a named
+With ``--seeds`` and/or ``--variants.NAME "OVERRIDES"`` the sweep becomes a grid: every variant (a named
 list of extra ``hoiclip fit`` overrides) at every fraction with every seed (``--seed_everything S`` and
 ``--data.init_args.fraction_seed S``: another initialisation *and* another subsample of the training
 images). Each run gets ``<out>/<variant>/frac_<F>/seed_<S>/``; ``summary.csv`` / ``summary.md`` then hold
@@ -19,16 +19,15 @@ every run with its wall time, and the plot one line per variant (:func:`plot_gri
 
 Example::
 
-    hoiclip sweep --config configs/quickstart.yaml --fractions 0.25 0.5 1.0 --out runs/sweep \\
+    hoiclip sweep --config configs/quickstart.yaml --fractions "[0.25, 0.5, 1.0]" --out runs/sweep \\
         -- --trainer.max_steps 150
-    hoiclip sweep --config configs/quickstart.yaml --fractions 0.25 1.0 --seeds 0 1 2 --out runs/grid \\
-        --variant full "" --variant no_text_init "--model.init_args.net.text_init false" \\
+    hoiclip sweep --config configs/quickstart.yaml --fractions "[0.25, 1.0]" --seeds "[0, 1, 2]" --out runs/grid \\
+        --variants.full "" --variants.no_text_init "--model.init_args.net.text_init false" \\
         -- --trainer.max_steps 150
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import logging
@@ -43,20 +42,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .metrics.report import TABLE_COLUMNS
+
 log = logging.getLogger(__name__)
 
-#: (metric key, column title) of the summary, in order; absent keys are left out
+#: (metric key, column title) of the summary, in order; absent keys are left out: the columns of the test
+#: table (:data:`~hoiclip_lightning.metrics.report.TABLE_COLUMNS`), then the same with TFE
 SUMMARY_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("test/mAP_full", "Full"),
-    ("test/mAP_rare", "Rare"),
-    ("test/mAP_non_rare", "Non-rare"),
-    ("test/mAP_seen", "Seen"),
-    ("test/mAP_unseen", "Unseen"),
-    ("test/tfe/mAP_full", "Full (TFE)"),
-    ("test/tfe/mAP_rare", "Rare (TFE)"),
-    ("test/tfe/mAP_non_rare", "Non-rare (TFE)"),
-    ("test/tfe/mAP_seen", "Seen (TFE)"),
-    ("test/tfe/mAP_unseen", "Unseen (TFE)"),
+    *((f"test/{key}", title) for key, title in TABLE_COLUMNS),
+    *((f"test/tfe/{key}", f"{title} (TFE)") for key, title in TABLE_COLUMNS),
 )
 
 
@@ -413,46 +407,39 @@ def plot_summary(runs: Sequence[SweepRun], path: Path) -> None:
     _save_fraction_plot(fig, ax, "test mAP (%)", "HOI detection mAP against training-data fraction", path)
 
 
-def main(argv: list[str]) -> None:
-    """Entry point of ``hoiclip sweep`` (arguments after ``--`` go to every ``hoiclip fit``)."""
-    extra: list[str] = []
-    if "--" in argv:
-        cut = argv.index("--")
-        argv, extra = argv[:cut], argv[cut + 1:]
-    parser = argparse.ArgumentParser(
-        prog="hoiclip sweep",
-        description="Train and test a config over training-data fractions, one run after the other, without a "
-                    "W&B server; writes summary.csv, summary.md and map_vs_fraction.png. Arguments after `--` "
-                    "are passed to every `hoiclip fit` (e.g. -- --trainer.max_steps 200).")
-    parser.add_argument("--config", required=True, help="base config of `hoiclip fit` (e.g. configs/quickstart.yaml)")
-    parser.add_argument("--fractions", type=float, nargs="+", required=True,
-                        help="values of data.init_args.train_fraction, each in (0, 1]")
-    parser.add_argument("--out", required=True, help="output folder (one sub-folder per fraction + the summary)")
-    parser.add_argument("--stop-on-error", action="store_true", help="stop at the first failed run")
-    parser.add_argument("--seeds", type=int, nargs="+", default=None,
-                        help="grid: run each fraction with each seed (seed_everything and fraction_seed); the "
-                             "summary gives mean ± std over seeds")
-    parser.add_argument("--variant", nargs=2, action="append", metavar=("NAME", "OVERRIDES"), default=None,
-                        help='grid: a named variant, its `hoiclip fit` overrides in one quoted string (e.g. '
-                             '--variant no_tfe "--model.init_args.postprocess.tfe false"); repeat for more')
-    parser.add_argument("--wandb", action="store_true",
-                        help="grid: also log every run to W&B (offline unless WANDB_MODE=online), in <out>/wandb")
-    args = parser.parse_args(argv)
-    out = Path(args.out)
-    grid = args.seeds is not None or args.variant is not None or args.wandb
-    try:
-        if grid:
-            variants = {name: shlex.split(overrides) for name, overrides in (args.variant or [("default", "")])}
-            if args.variant and len(variants) != len(args.variant):
-                raise ValueError("--variant: every name must be different")
-            runs = run_grid(args.config, args.fractions, out, variants, args.seeds or [0], extra,
-                            args.stop_on_error, args.wandb)
-        else:
-            runs = run_sweep(args.config, args.fractions, out, extra, args.stop_on_error)
-    except (ValueError, FileNotFoundError) as err:
-        parser.error(str(err))
-    sys.stdout.write((grid_markdown(runs) if grid else summary_markdown(runs)) + "\n")
-    sys.stdout.write(f"summary: {out / 'summary.csv'}, {out / 'summary.md'}, {out / 'map_vs_fraction.png'}\n")
-    sys.stdout.flush()
-    if any(r.returncode != 0 for r in runs):
-        raise SystemExit(1)
+def sweep(config: str, fractions: list[float], out: str | Path, seeds: list[int] | None = None,
+          variants: dict[str, str] | None = None, stop_on_error: bool = False, wandb: bool = False,
+          fit_args: Sequence[str] = ()) -> list[SweepRun]:
+    """Train and test a config over training-data fractions, one run after the other, without a W&B server.
+
+    Writes ``summary.csv``, ``summary.md`` and ``map_vs_fraction.png`` to ``out``. With none of ``seeds``,
+    ``variants`` and ``wandb``, one run per fraction (:func:`run_sweep`); with any of them, a grid of every
+    variant at every fraction with every seed (:func:`run_grid`).
+
+    Args:
+        config: base config of ``hoiclip fit`` (e.g. ``configs/quickstart.yaml``).
+        fractions: values of ``data.init_args.train_fraction``, each in (0, 1].
+        out: output folder (one sub-folder per run, plus the summary).
+        seeds: grid: run each fraction with each seed (``seed_everything`` and ``fraction_seed``); the
+            summary gives mean +- std over the seeds (``None``: seed 0 in a grid).
+        variants: grid: variant name -> its ``hoiclip fit`` overrides in one string, e.g.
+            ``{"no_tfe": "--model.init_args.postprocess.tfe false"}`` (on the command line
+            ``--variants.no_tfe "--model.init_args.postprocess.tfe false"``); ``None``: one variant, ``default``,
+            without overrides.
+        stop_on_error: stop at the first failed run.
+        wandb: grid: also log every run to W&B (offline unless ``WANDB_MODE=online``), in ``<out>/wandb``.
+        fit_args: arguments added to every ``hoiclip fit`` (on the command line: after ``--``).
+
+    Returns:
+        the runs, in the order they ran.
+
+    Raises:
+        ValueError: a fraction outside (0, 1], a bad variant name or a repeated seed.
+        FileNotFoundError: ``config`` does not exist.
+    """
+    out = Path(out)
+    if seeds is None and variants is None and not wandb:
+        return run_sweep(config, fractions, out, list(fit_args), stop_on_error)
+    overrides = {name: shlex.split(text) for name, text in (variants or {"default": ""}).items()}
+    return run_grid(config, fractions, out, overrides, seeds if seeds is not None else [0], list(fit_args),
+                    stop_on_error, wandb)

@@ -32,6 +32,10 @@ BUILTIN_VOCABULARIES = ("hico_det", "vcoco")
 _REQUIRED = ("name", "objects", "object_category_ids", "verbs", "verb_ids", "hois", "hoi_prompts")
 
 
+#: a HOI class is rare when it has fewer than this many training instances (HICO-DET's rule, 138 of 600 classes)
+RARE_THRESHOLD = 10
+
+
 @dataclass
 class HOIVocabulary:
     """Label space of an HOI dataset.
@@ -47,7 +51,8 @@ class HOIVocabulary:
         hois: ``[verb_index, object_index]`` per HOI class; position = HOI class index.
         hoi_prompts: one text prompt per HOI class.
         object_prompts: one prompt per object plus a final "nothing" prompt (``num_objects + 1``).
-        rare_hois: HOI classes with fewer than 10 training instances in the full training set.
+        rare_hois: HOI classes with fewer than :data:`RARE_THRESHOLD` (10) training instances in the full
+            training set.
         zero_shot_unseen: unseen HOI classes per zero-shot split name (``default`` has none).
         no_object_index: object index that stands for "no object" (V-COCO roles with
             ``object_id = -1``), or ``None`` when every HOI has an object.

@@ -7,7 +7,7 @@
 * :class:`ImageThroughputMonitor` -- training/validation images per second (Lightning's
   ``ThroughputMonitor`` counting images), also shown in the progress bar.
 * :class:`MemoryMonitor` -- GPU memory (allocated, reserved, peak) and process RSS.
-* :class:`ValidationCurve` -- the validation mAP after every validation run, printed when fit ends.
+* :class:`ValidationCurve` -- the validation mAP after every validation run (``hoiclip fit`` prints it).
 * :class:`WandbPredictionLogger` -- a few validation images with their predicted triplets drawn, and
   the per-class AP table of a test run, sent to a ``WandbLogger``.
 """

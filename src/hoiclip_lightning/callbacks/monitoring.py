@@ -118,8 +118,8 @@ class ValidationCurve(Callback):
     """Keep the value of validation metrics after every validation run and print the curve at the end of fit.
 
     The curve (``step -> val/mAP_full``, and the TFE column) is what tells whether a run is still
-    improving; it is printed to stdout on rank 0 when ``fit`` ends and stored in checkpoints, so a
-    resumed run prints the whole curve. Sanity-check runs are not recorded.
+    improving; :meth:`report` gives it as text, which ``hoiclip fit`` prints to stdout when ``fit`` ends.
+    It is stored in checkpoints, so a resumed run reports the whole curve. Sanity-check runs are not recorded.
 
     Args:
         metrics: logged metric names to record, in column order.
@@ -149,9 +149,9 @@ class ValidationCurve(Callback):
             lines.append(f"| {step} | " + " | ".join(cells) + " |")
         return "\n".join(lines)
 
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero and self.points:
-            print(f"validation curve ({len(self.points)} runs)\n{self.format()}", flush=True)
+    def report(self) -> str:
+        """A title line and :meth:`format`'s table, or ``""`` before the first validation run."""
+        return f"validation curve ({len(self.points)} runs)\n{self.format()}" if self.points else ""
 
     def state_dict(self) -> dict[str, Any]:
         return {"metrics": self.metrics, "points": [(s, dict(v)) for s, v in self.points]}

@@ -90,6 +90,24 @@ def _check_evaluation_split(path: Path, annotations: AnnotationSet) -> None:
             f"(records skipped: {skipped}), so no mAP can be computed")
 
 
+def resolve_vocabulary_source(vocabulary: str | Path | None, root: str | Path, dataset_format: str) -> str:
+    """The label space a data module uses, as a built-in name or a JSON path (the ``vocabulary: null`` rule).
+
+    ``vocabulary`` itself when given; for ``None``, ``<root>/vocabulary.json`` when that file exists (a
+    custom dataset such as the synthetic world), else the built-in vocabulary of ``dataset_format``.
+
+    Example:
+        >>> resolve_vocabulary_source(None, "/no/such/folder", "vcoco")
+        'vcoco'
+        >>> resolve_vocabulary_source("my_labels.json", "/no/such/folder", "hico_det")
+        'my_labels.json'
+    """
+    if vocabulary is not None:
+        return str(vocabulary)
+    custom = Path(root) / "vocabulary.json"
+    return str(custom) if custom.is_file() else dataset_format
+
+
 class HOIDataModule(L.LightningDataModule):
     """Training, validation, test and predict loaders of an HOI dataset.
 
@@ -237,10 +255,8 @@ class HOIDataModule(L.LightningDataModule):
             raise ConfigurationError("train_scales must not be empty")
         if vcoco_official_dir is not None and dataset_format != "vcoco":
             raise ConfigurationError(f"vcoco_official_dir needs dataset_format 'vcoco', got {dataset_format!r}")
-        if vocabulary is None:
-            # record what `None` resolves to, so the hyper-parameters name the label space that was used
-            custom = Path(root) / "vocabulary.json"
-            vocabulary = str(custom) if custom.is_file() else dataset_format
+        # record what `None` resolves to, so the hyper-parameters name the label space that was used
+        vocabulary = resolve_vocabulary_source(vocabulary, root, dataset_format)
         self.save_hyperparameters()
         self.root = Path(root)
         self.dataset_format = dataset_format
@@ -271,11 +287,7 @@ class HOIDataModule(L.LightningDataModule):
     @property
     def vocabulary_source(self) -> str:
         """What the vocabulary was resolved from: a built-in name or a JSON path (linked into the model)."""
-        spec = self.hparams.vocabulary
-        if spec is None:
-            custom = self.root / "vocabulary.json"
-            return str(custom) if custom.is_file() else self.dataset_format
-        return str(spec)
+        return resolve_vocabulary_source(self.hparams.vocabulary, self.root, self.dataset_format)
 
     @property
     def zero_shot(self) -> str:

@@ -50,11 +50,11 @@ class HOIDataset(Dataset):
     clamp boxes to the image and drop zero-area ones, transform image and boxes jointly, then merge the
     HOIs whose boxes survived by ``(subject_id, object_id)`` into one target pair each. ``hoi_labels`` is
     multi-hot over ``train_hoi_ids`` (index = position in that list); HOIs of other classes are ignored.
-    A V-COCO role without object gets ``obj_labels = vocab.no_object_index`` and an all-zero object box.
+    A V-COCO role without object gets ``obj_labels = vocabulary.no_object_index`` and an all-zero object box.
 
     Args:
         records: validated records of the split (:func:`~hoiclip_lightning.data.formats.load_annotations`).
-        vocab: the label space.
+        vocabulary: the label space.
         train: training split (random augmentation, box truncation) or evaluation split.
         transform: joint transform ``(PIL, boxes xyxy, generator) -> (PIL, boxes, keep)``; defaults to
             :class:`HOITrainTransform` / :class:`HOIEvalTransform`.
@@ -81,7 +81,7 @@ class HOIDataset(Dataset):
     def __init__(
         self,
         records: Sequence[ImageRecord],
-        vocab: HOIVocabulary,
+        vocabulary: HOIVocabulary,
         train: bool = True,
         transform: Callable | None = None,
         clip_transform: Callable[[Image.Image], Tensor] | None = None,
@@ -98,13 +98,13 @@ class HOIDataset(Dataset):
         if official_gt is not None and len(official_gt) != len(self.records):
             raise ValueError(f"official_gt has {len(official_gt)} entries for {len(self.records)} records")
         self.official_gt = list(official_gt) if official_gt is not None else None
-        self.vocab = vocab
+        self.vocabulary = vocabulary
         self.train = train
         self.transform = transform if transform is not None else (HOITrainTransform() if train else HOIEvalTransform())
         self.clip_transform = clip_transform if clip_transform is not None else ClipTransform(224)
-        ids = list(range(vocab.num_hois)) if train_hoi_ids is None else [int(c) for c in train_hoi_ids]
+        ids = list(range(vocabulary.num_hois)) if train_hoi_ids is None else [int(c) for c in train_hoi_ids]
         self.train_hoi_ids = ids
-        self._column = np.full(vocab.num_hois, -1, dtype=np.int64)
+        self._column = np.full(vocabulary.num_hois, -1, dtype=np.int64)
         self._column[ids] = np.arange(len(ids))
         self.max_boxes = max_boxes
         self.return_gt = (not train) if return_gt is None else return_gt
@@ -187,7 +187,7 @@ class HOIDataset(Dataset):
                 pairs[key] = len(sub_rows)
                 sub_rows.append(pos[sub])
                 obj_rows.append(pos[obj] if obj != -1 else -1)
-                no_obj = self.vocab.no_object_index
+                no_obj = self.vocabulary.no_object_index
                 obj_labels.append(int(rec.labels[obj]) if obj != -1 else int(no_obj if no_obj is not None else -1))
             p = pairs[key]
             verb_hot.append((p, verb))
@@ -198,7 +198,7 @@ class HOIDataset(Dataset):
         for p, r in enumerate(obj_rows):
             if r >= 0:
                 obj_boxes[p] = norm[r]
-        verb_labels = torch.zeros(m, self.vocab.num_verbs)
+        verb_labels = torch.zeros(m, self.vocabulary.num_verbs)
         hoi_labels = torch.zeros(m, len(self.train_hoi_ids))
         for p, v in verb_hot:
             verb_labels[p, v] = 1.0
@@ -226,8 +226,8 @@ class HOIDataset(Dataset):
             gt.vcoco = official
             return gt
         boxes = torch.from_numpy(np.concatenate([rec.boxes, np.zeros((1, 4), np.float32)])).float()
-        labels = np.concatenate([rec.labels, [self.vocab.no_object_index if self.vocab.no_object_index is not None
-                                              else -1]])
+        no_object = self.vocabulary.no_object_index
+        labels = np.concatenate([rec.labels, [no_object if no_object is not None else -1]])
         sub, obj = rec.hois[:, 0], rec.hois[:, 1]  # obj -1 selects the appended all-zero row
         return HOIGroundTruth(
             image_id=idx,

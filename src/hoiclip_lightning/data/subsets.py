@@ -20,11 +20,10 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigurationError
+from ..vocabulary import RARE_THRESHOLD
 from .formats import ImageRecord
 
 log = logging.getLogger(__name__)
-
-RARE_THRESHOLD = 10
 
 
 @dataclass

@@ -20,8 +20,12 @@ Boxes are the exact pixel extents of what was drawn (``[x1, y1, x2, y2]``, ``x2`
 Output is deterministic: the same seed gives byte-identical JSON and JPEG files.
 
 Examples:
-    >>> summary = generate_synthetic_dataset("/tmp/synth", seed=0, num_train=400, num_test=100)  # doctest: +SKIP
-    >>> HOIVocabulary.from_json("/tmp/synth/vocabulary.json").num_hois  # doctest: +SKIP
+    >>> import tempfile
+    >>> root = Path(tempfile.mkdtemp()) / "synth"
+    >>> summary = generate_synthetic_dataset(root, seed=0, num_train=4, num_test=2, image_size=64)
+    >>> summary.images
+    {'train': 4, 'test': 2}
+    >>> HOIVocabulary.from_json(root / "vocabulary.json").num_hois
     50
 """
 
@@ -41,11 +45,11 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ..errors import ConfigurationError
-from ..vocabulary import HOIVocabulary
+from ..vocabulary import RARE_THRESHOLD, HOIVocabulary
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["SyntheticSummary", "generate_synthetic_dataset", "synthetic_vocabulary"]
+__all__ = ["EASY_WORLD", "SyntheticSummary", "generate_synthetic_dataset", "synthetic_vocabulary"]
 
 # ---------------------------------------------------------------------------------------------- label space
 OBJECTS = ["person", "bicycle", "dog", "umbrella", "suitcase", "sports ball", "kite", "skateboard", "bottle",
@@ -91,6 +95,10 @@ _AIRBORNE = {"kite"}
 _DARK = [(178, 34, 34), (25, 25, 112), (0, 100, 0), (128, 0, 128), (139, 69, 19), (0, 0, 205), (199, 21, 133),
          (47, 79, 79), (160, 82, 45), (70, 50, 150), (0, 110, 110), (200, 80, 0), (30, 30, 30), (105, 20, 60)]
 _SKIN = [(141, 85, 36), (198, 134, 66), (224, 172, 105), (110, 70, 40), (170, 110, 70)]
+
+#: the easier world of the CPU quickstart (``hoiclip synth --easy true``): one annotated pair per image, plain
+#: background; the keyword arguments of :func:`generate_synthetic_dataset` that make it
+EASY_WORLD: dict[str, Any] = {"max_people": 1, "distractors": False, "clutter": False}
 
 # split -> (image folder, annotation file, random stream): each split draws from its own stream of the seed,
 # so its images differ from those of every other split and adding a split leaves the others byte-identical
@@ -141,9 +149,9 @@ def _zero_shot(counts: list[int]) -> dict[str, list[int]]:
     n = len(_HOI_PAIRS)
     k = max(1, round(0.25 * n))
     order = sorted(range(n), key=lambda c: (counts[c], c))
-    rare = [c for c in order if counts[c] < 10]
+    rare = [c for c in order if counts[c] < RARE_THRESHOLD]
     rare_first = sorted((rare + [c for c in order if c not in rare])[:k])
-    non_rare = [c for c in reversed(order) if counts[c] >= 10 and _HOI_PAIRS[c][0] != "no_interaction"]
+    non_rare = [c for c in reversed(order) if counts[c] >= RARE_THRESHOLD and _HOI_PAIRS[c][0] != "no_interaction"]
     return {
         "default": [],
         "rare_first": rare_first,
@@ -157,10 +165,10 @@ def synthetic_vocabulary(hoi_counts: list[int] | None = None) -> HOIVocabulary:
     """The vocabulary of the synthetic world (11 objects, 11 verbs, 50 HOI classes).
 
     Args:
-        hoi_counts: training instances per HOI class; the rare set (``< 10``) and the ``rare_first`` /
-            ``non_rare_first`` zero-shot splits are computed from it. Without it, the counts expected for
-            the default 400 training images are used (about 4 per unit of design weight; the generator passes
-            the measured counts instead).
+        hoi_counts: training instances per HOI class; the rare set (fewer than ``RARE_THRESHOLD``) and the
+            ``rare_first`` / ``non_rare_first`` zero-shot splits are computed from it. Without it, the counts
+            expected for the default 400 training images are used (about 4 per unit of design weight; the generator
+            passes the measured counts instead).
     """
     if hoi_counts is None:
         hoi_counts = [round(4 * _DESIGN_WEIGHTS[p]) for p in _HOI_PAIRS]
@@ -175,7 +183,7 @@ def synthetic_vocabulary(hoi_counts: list[int] | None = None) -> HOIVocabulary:
         hois=[(VERBS.index(v), OBJECTS.index(o)) for v, o in _HOI_PAIRS],
         hoi_prompts=[_hoi_prompt(v, o) for v, o in _HOI_PAIRS],
         object_prompts=[f"a photo of {_article(o)} {o}" for o in OBJECTS] + ["a photo of nothing"],
-        rare_hois=[c for c, n in enumerate(hoi_counts) if n < 10],
+        rare_hois=[c for c, n in enumerate(hoi_counts) if n < RARE_THRESHOLD],
         zero_shot_unseen=_zero_shot(list(hoi_counts)),
     )
 
@@ -683,10 +691,10 @@ def generate_synthetic_dataset(out: str | Path, seed: int = 0, num_train: int = 
         max_people: at most this many people (1 to 3) per image; each brings its interaction group.
         distractors: also draw objects nobody interacts with (they are annotated, without HOI).
         clutter: draw background shapes (False: plain sky and ground).
-        num_val: validation images (0: no validation split is written; ``hoiclip synth`` writes 100).
+        num_val: validation images, drawn from their own random stream (0: no validation split).
 
-    The defaults give the full world of the tests; ``max_people=1, distractors=False, clutter=False``
-    gives the easier world of the CPU quickstart (one annotated pair per image, plain background),
+    The defaults give the full world of the tests; :data:`EASY_WORLD` (``max_people=1, distractors=False,
+    clutter=False``) gives the easier world of the CPU quickstart (one annotated pair per image, plain background),
     which a tiny model trained from scratch learns within minutes.
 
     Raises:
@@ -766,8 +774,11 @@ def resize_split_images(root: str | Path, split: str, sizes: list[tuple[int, int
     its boxes with it (rounded to whole pixels) and rewrites the record's ``width``/``height``.
 
     Example:
-        >>> resize_split_images("data/synth", "test", [(96 + 11 * i, 90 + 13 * i) for i in range(16)])  # doctest: +SKIP
-        16
+        >>> import tempfile
+        >>> root = Path(tempfile.mkdtemp())
+        >>> _ = generate_synthetic_dataset(root, seed=0, num_train=1, num_test=3, image_size=64)
+        >>> resize_split_images(root, "test", [(64 + 11 * i, 70 + 13 * i) for i in range(16)])
+        3
 
     Args:
         root: a dataset written by :func:`generate_synthetic_dataset`.

@@ -22,7 +22,6 @@ and ``height`` in the upright frame (``exif_transpose=False`` keeps the stored f
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -42,8 +41,6 @@ from ..models.module import HOICLIPModule
 from ..vocabulary import HOIVocabulary
 from .results import ImageDetections, to_image_detections
 
-log = logging.getLogger(__name__)
-
 ImageInput = Image.Image | str | Path | Tensor
 _CONFIGS = {"net": HOICLIPConfig, "loss": LossConfig, "postprocess": PostProcessConfig, "optimizer": OptimizerConfig}
 
@@ -60,7 +57,8 @@ def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
         keys = sorted(map(str, ckpt)) if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(
             f"{path}: not a HOICLIPModule checkpoint (needs 'state_dict' and 'hyper_parameters'; found {keys}). "
-            "An official HOICLIP .pth file must be converted first: hoiclip convert-official IN.pth OUT.ckpt"
+            "An official HOICLIP .pth file must be converted first: "
+            "hoiclip convert-official --src IN.pth --dst OUT.ckpt"
         )
     return ckpt
 

@@ -50,7 +50,6 @@ import argparse
 import dataclasses
 import logging
 import re
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -388,7 +387,7 @@ def _clip_architecture(state: dict[str, Tensor]) -> str:
 
     Raises:
         CheckpointError: no ViT CLIP in the checkpoint, or no open_clip architecture of those sizes (the
-            message describes it and names ``--model-config``).
+            message describes it and names ``--model_config``).
     """
     from ..models.openai_clip import describe_architecture, openai_clip_architecture, registered_clip_name
 
@@ -405,13 +404,13 @@ def _clip_architecture(state: dict[str, Tensor]) -> str:
         raise CheckpointError(
             f"the checkpoint's CLIP ({describe_architecture(arch)}) matches no open_clip architecture; register "
             "one with open_clip.add_model_config and give its name as net.clip_model in a model YAML passed with "
-            "--model-config (hoiclip convert-official IN OUT --model-config my_model.yaml)"
+            "--model_config (hoiclip convert-official --src IN --dst OUT --model_config my_model.yaml)"
         )
     return name
 
 
 def _check_clip_fits(state: dict[str, Tensor], clip_model: str) -> None:
-    """Refuse a ``--model-config`` whose CLIP has other sizes than the checkpoint's, saying which fits."""
+    """Refuse a ``--model_config`` whose CLIP has other sizes than the checkpoint's, saying which fits."""
     import open_clip
 
     from ..models.clip_encoder import register_library_clips
@@ -429,7 +428,7 @@ def _check_clip_fits(state: dict[str, Tensor], clip_model: str) -> None:
             hint = ""
         raise CheckpointError(
             f"the model config's clip_model {clip_model!r} is not the checkpoint's CLIP "
-            f"({describe_architecture(arch)}); {hint}leave out --model-config to read the architecture "
+            f"({describe_architecture(arch)}); {hint}leave out --model_config to read the architecture "
             "from the checkpoint"
         )
 
@@ -469,11 +468,13 @@ def infer_net_config(state: dict[str, Tensor], args: argparse.Namespace | None =
     backbones = {6: "resnet50", 23: "resnet101"} if bottleneck else {1: "resnet10", 2: "resnet18", 6: "resnet34"}
     if layer3 not in backbones:
         raise CheckpointError(f"unknown ResNet depth ({layer3} {'bottleneck' if bottleneck else 'basic'} blocks in "
-                              "layer3); expected ResNet-10/18/34/50/101, or pass --model-config")
+                              "layer3); expected ResNet-10/18/34/50/101, or pass --model_config")
     heads = int(getattr(args, "nheads", 8)) if args is not None else 8
     verb_weight = getattr(args, "verb_weight", None) if args is not None else None
     if verb_weight is None:
-        verb_weight = 0.1 if state.get("verb2hoi_proj") is not None and state["verb2hoi_proj"].shape[0] == 29 else 0.5
+        # the reference's verb weight: 0.1 for V-COCO (its verb-to-HOI matrix has a row per V-COCO verb), else 0.5
+        proj = state.get("verb2hoi_proj")
+        verb_weight = 0.1 if proj is not None and proj.shape[0] == HOIVocabulary.builtin("vcoco").num_verbs else 0.5
     return HOICLIPConfig(
         backbone=backbones[layer3],
         hidden_dim=int(q.shape[1]),
@@ -505,7 +506,9 @@ def infer_label_space(state: dict[str, Tensor], args: argparse.Namespace | None)
     vocab_name = _DATASETS.get(str(dataset)) if dataset is not None else None
     if vocab_name is None:
         rows = state.get("obj_visual_projection.weight")
-        vocab_name = "vcoco" if rows is not None and rows.shape[0] == 82 else "hico_det"
+        # one row per object prompt (the objects and "nothing"): V-COCO's 82 or HICO-DET's 81
+        vcoco_rows = len(HOIVocabulary.builtin("vcoco").object_prompts)
+        vocab_name = "vcoco" if rows is not None and rows.shape[0] == vcoco_rows else "hico_det"
     if args is not None and getattr(args, "zero_shot_type", None) is not None:
         zero_shot = str(args.zero_shot_type) if vocab_name == "hico_det" else "default"
         return vocab_name, zero_shot
@@ -517,7 +520,7 @@ def infer_label_space(state: dict[str, Tensor], args: argparse.Namespace | None)
     if len(splits) != 1:
         raise CheckpointError(
             f"zero-shot checkpoint with {seen} seen HOI classes matches the splits {splits}; pass the split "
-            "(--zero-shot)"
+            "(--zero_shot)"
         )
     return vocab_name, splits[0]
 
@@ -562,6 +565,7 @@ def convert_official_checkpoint(
     vocabulary: str | None = None,
     zero_shot: str | None = None,
     net: HOICLIPConfig | None = None,
+    model_config: str | Path | None = None,
 ) -> tuple[Any, ConversionReport]:
     """Convert a released reference checkpoint into a ``HOICLIPModule`` and, with ``dst``, a ``.ckpt`` file.
 
@@ -571,6 +575,8 @@ def convert_official_checkpoint(
         vocabulary: ``hico_det``, ``vcoco`` or a JSON path (default: from the checkpoint's ``args`` or shapes).
         zero_shot: zero-shot split (default: from ``args`` or the classifier shapes).
         net: architecture (default: inferred by :func:`infer_net_config`). Weight paths in it are ignored.
+        model_config: a model YAML (``configs/model/*.yaml``) whose ``net`` section gives the architecture
+            instead of inferring it (not with ``net``).
 
     Returns:
         ``(module, report)``: the :class:`~hoiclip_lightning.models.HOICLIPModule` with the converted weights
@@ -583,6 +589,10 @@ def convert_official_checkpoint(
 
     from ..models.module import HOICLIPModule
 
+    if model_config is not None:
+        if net is not None:
+            raise ConfigurationError("give the architecture as net or as model_config, not both")
+        net = _net_from_model_config(model_config)
     state, args = read_official_checkpoint(src)
     guessed_vocab, guessed_zero_shot = (None, None)
     if vocabulary is None or zero_shot is None:
@@ -634,27 +644,3 @@ def _cli_hyper_parameters(module: Any) -> dict[str, Any]:
         hparams[key] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
     hparams["_instantiator"] = "lightning.pytorch.cli.instantiate_module"
     return hparams
-
-
-def main(argv: list[str]) -> None:
-    """``hoiclip convert-official IN.pth OUT.ckpt [--vocabulary V] [--zero-shot S] [--model-config YAML]``."""
-    parser = argparse.ArgumentParser(
-        prog="hoiclip convert-official",
-        description="Convert a released HOICLIP checkpoint (reference code) into a hoiclip-lightning .ckpt.",
-    )
-    parser.add_argument("src", help="official checkpoint (.pth)")
-    parser.add_argument("dst", help="output Lightning checkpoint (.ckpt)")
-    parser.add_argument("--vocabulary", default=None,
-                        help="hico_det, vcoco or a vocabulary JSON (default: from the checkpoint)")
-    parser.add_argument("--zero-shot", default=None,
-                        help="zero-shot split, e.g. rare_first (default: from the checkpoint)")
-    parser.add_argument("--model-config", default=None,
-                        help="model YAML (configs/model/*.yaml) giving the architecture instead of inferring it")
-    args = parser.parse_args(argv)
-    net = _net_from_model_config(args.model_config) if args.model_config else None
-    try:
-        _, report = convert_official_checkpoint(args.src, args.dst, args.vocabulary, args.zero_shot, net)
-    except CheckpointError as err:
-        sys.stderr.write(f"conversion refused: {err}\n")
-        raise SystemExit(2) from err
-    sys.stdout.write(report.summary() + f"\nwrote {args.dst}\n")

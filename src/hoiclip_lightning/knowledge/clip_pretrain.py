@@ -32,7 +32,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -587,7 +586,7 @@ def pretrain_clip(
     stem = out_path.with_suffix("")
     sources = [str(s) for s in (data or [])]
     if synthetic > 0:
-        from ..data.synthetic import generate_synthetic_dataset
+        from ..data.synthetic import EASY_WORLD, generate_synthetic_dataset
 
         world = Path(synthetic_dir) if synthetic_dir else Path(f"{stem}_data")
         marker = world / "pretrain_world.json"
@@ -595,7 +594,7 @@ def pretrain_clip(
                 "image_size": synthetic_image_size, "easy": synthetic_easy}
         if not (marker.is_file() and json.loads(marker.read_text()) == spec):
             t0 = time.perf_counter()
-            extra = {"max_people": 1, "distractors": False, "clutter": False} if synthetic_easy else {}
+            extra = EASY_WORLD if synthetic_easy else {}
             generate_synthetic_dataset(world, seed=synthetic_seed, num_train=synthetic, num_test=0,
                                        num_val=synthetic_val, image_size=synthetic_image_size, overwrite=True,
                                        **extra)
@@ -669,25 +668,3 @@ def pretrain_clip(
     save_clip_weights(out_path, module.model, clip_model, metadata)
     return PretrainResult(out_path, clip_model, int(trainer.global_step), seconds, len(views), results,
                           list(module.zero_shot_history), module)
-
-
-# ---------------------------------------------------------------------- command line
-def main(argv: list[str] | None = None) -> PretrainResult:
-    """Entry point of ``hoiclip clip-pretrain`` (every :func:`pretrain_clip` argument is an option)."""
-    from jsonargparse import ArgumentParser
-
-    parser = ArgumentParser(prog="hoiclip clip-pretrain",
-                            description="Contrastive image-caption pretraining of a small CLIP; writes the weights "
-                                        "file that clip_model + clip_pretrained load.")
-    parser.add_function_arguments(pretrain_clip, as_group=False)
-    cfg = parser.parse_args(argv)
-    result = pretrain_clip(**cfg.as_dict())
-    sys.stdout.write(
-        f"CLIP {result.clip_model} weights written to {result.path}\n"
-        f"  {result.steps} steps on {result.num_pairs} pairs in {result.seconds:.0f} s\n"
-        f"  use it with: clip_model: {result.clip_model}, clip_pretrained: {result.path}\n")
-    if result.zero_shot:
-        sys.stdout.write(format_zero_shot(result.zero_shot, "zero-shot check against the HOI prompts "
-                                                            "(accuracy, chance in parentheses)") + "\n")
-    sys.stdout.flush()
-    return result

@@ -42,7 +42,6 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 import logging
 import time
 from collections.abc import Sequence
@@ -324,7 +323,7 @@ def compute_verb_embeddings(
     missing_verbs: MissingVerbs = "zero",
     reference_duplicates: bool = False,
     batch_size: int = 16,
-    num_workers: int = 0,
+    num_workers: int | None = None,
     device: str | torch.device | None = None,
     progress: bool = True,
     max_crops_per_pass: int = 512,
@@ -342,7 +341,8 @@ def compute_verb_embeddings(
         missing_verbs: row of a verb without training instance: ``zero`` or ``text`` (see module docstring).
         reference_duplicates: one instance per class per image, as the reference (quirk V2).
         batch_size: images per loader batch.
-        num_workers: loader worker processes (image decoding and cropping).
+        num_workers: loader worker processes (image decoding and cropping); ``None``: the datamodule's
+            ``num_workers`` hyper-parameter (0 when it has none).
         device: where the encoder runs; ``None``: CUDA when available, else CPU.
         progress: show a tqdm progress bar.
         max_crops_per_pass: crops per encoder forward pass.
@@ -373,6 +373,8 @@ def compute_verb_embeddings(
     hoi_sums = torch.zeros(vocab.num_hois, embed, device=dev)
     hoi_counts = torch.zeros(vocab.num_hois, dtype=torch.long, device=dev)
     obj_sums = torch.zeros(vocab.num_objects, embed, device=dev)
+    if num_workers is None:
+        num_workers = int(getattr(datamodule, "hparams", {}).get("num_workers", 0))
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
                         collate_fn=collate_pairs, pin_memory=dev.type == "cuda")
     log.info("verb embeddings: %d training images, %d HOI instances, on %s", len(dataset), dataset.num_pairs, dev)
@@ -461,101 +463,3 @@ def _metadata(datamodule: Any, clip: Any, vocab: HOIVocabulary, include_unseen: 
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "hoiclip_lightning_version": __version__,
     }
-
-
-# ---------------------------------------------------------------------- command line
-def build_parser() -> Any:
-    """The ``hoiclip verb-embeddings`` parser: the ``fit`` config groups (trainer, data, model) plus options."""
-    from jsonargparse import ActionConfigFile
-    from lightning.pytorch import Trainer
-    from lightning.pytorch.cli import LightningArgumentParser
-
-    from ..data.datamodule import HOIDataModule
-    from ..models.module import HOICLIPModule
-
-    parser = LightningArgumentParser(
-        prog="hoiclip verb-embeddings",
-        description="Compute the verb representations (visual semantic arithmetic) of the training split of "
-                    "a config's data with the config's CLIP model, and save them for "
-                    "model.init_args.net.verb_embeddings.",
-    )
-    parser.add_argument("-c", "--config", action=ActionConfigFile, help="the same config files as `hoiclip fit`")
-    parser.add_lightning_class_args(Trainer, "trainer")  # accepted (fit configs have it), unused
-    parser.add_lightning_class_args(HOIDataModule, "data", subclass_mode=True, required=True)
-    parser.add_lightning_class_args(HOICLIPModule, "model", subclass_mode=True, required=False)
-    parser.add_argument("--seed_everything", type=bool | int, default=True, help="accepted, unused")
-    parser.add_argument("--test_after_fit", type=bool, default=False, help="accepted, unused")
-    parser.add_argument("--ckpt_path", type=str | None, default=None, help="accepted, unused")
-    parser.add_argument("--out", type=str, required=True, help="output file (.pt)")
-    parser.add_argument("--include-unseen", type=bool, default=False,
-                        help="also use unseen classes of a zero-shot split (the reference's leaky behaviour)")
-    parser.add_argument("--missing-verbs", type=MissingVerbs, default="zero",
-                        help="row of a verb without training instance: zero or its text-derived representation")
-    parser.add_argument("--reference-duplicates", type=bool, default=False,
-                        help="one instance per class per image, as the reference's indexed addition")
-    parser.add_argument("--batch-size", type=int, default=16, help="images per batch")
-    parser.add_argument("--num-workers", type=int | None, default=None,
-                        help="loader workers (default: the data config's num_workers)")
-    parser.add_argument("--device", type=str | None, default=None, help="cuda, cpu, ... (default: cuda if available)")
-    parser.add_argument("--progress", type=bool, default=True, help="show a progress bar")
-    parser.add_argument("--overwrite", type=bool, default=False, help="replace an existing output file")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> VerbEmbeddings | None:
-    """Entry point of ``hoiclip verb-embeddings`` (see :func:`build_parser` / ``--help``)."""
-    import sys
-
-    from jsonargparse import Namespace
-
-    from ..models.clip_encoder import CLIPEncoder
-    from ..models.config import HOICLIPConfig
-
-    parser = build_parser()
-    cfg = parser.parse_args(argv)
-    out = Path(cfg.out)
-    if out.exists() and not cfg.overwrite:
-        sys.stdout.write(f"{out} exists; pass --overwrite true to replace it\n")
-        return None
-    module_name, _, class_name = cfg.data.class_path.rpartition(".")
-    data_cls = getattr(importlib.import_module(module_name), class_name)
-    data_args = cfg.data.init_args.as_dict() if isinstance(cfg.data.init_args, Namespace) else dict(cfg.data.init_args)
-    datamodule = data_cls(**data_args)
-    net = HOICLIPConfig()
-    model_args = getattr(getattr(cfg, "model", None), "init_args", None)
-    net_ns = getattr(model_args, "net", None) if model_args is not None else None
-    if net_ns is not None:
-        net_dict = net_ns.as_dict() if isinstance(net_ns, Namespace) else dict(vars(net_ns))
-        net_dict = net_dict.get("init_args", net_dict)
-        net = HOICLIPConfig(**{k: v for k, v in net_dict.items() if k in HOICLIPConfig.__dataclass_fields__})
-    seed = cfg.seed_everything if type(cfg.seed_everything) is int else None
-    if net.clip_pretrained is None and seed is not None:
-        # a random CLIP is drawn as `hoiclip fit` draws it (seeded, then CLIP is the model's first part)
-        from lightning.pytorch import seed_everything
-
-        seed_everything(seed, verbose=False)
-    clip = CLIPEncoder(net.clip_model, net.clip_pretrained, net.clip_precision, frozen=True,
-                       quick_gelu=getattr(net, "clip_quick_gelu", None))
-    clip.seed = seed if net.clip_pretrained is None else None
-    workers = cfg.num_workers if cfg.num_workers is not None else int(data_args.get("num_workers", 0))
-    result = compute_verb_embeddings(
-        datamodule, clip, include_unseen=cfg.include_unseen, missing_verbs=cfg.missing_verbs,
-        reference_duplicates=cfg.reference_duplicates, batch_size=cfg.batch_size, num_workers=workers,
-        device=cfg.device, progress=cfg.progress,
-    )
-    result.save(out)
-    meta = result.metadata
-    pairs = max(meta["num_pairs"], 1)
-    sys.stdout.write(
-        f"verb embeddings [{result.embeddings.shape[0]}, {result.embeddings.shape[1]}] written to {out}\n"
-        f"  CLIP {meta['clip_model']} (pretrained={meta['clip_pretrained']}), data {meta['dataset_root']} "
-        f"(fraction {meta['train_fraction']}, zero_shot {meta['zero_shot']!r}, include_unseen "
-        f"{meta['include_unseen']})\n"
-        f"  {meta['num_images']} images, {meta['num_pairs']} HOI instances, {result.seconds:.1f} s "
-        f"({1000 * result.seconds / pairs:.1f} s per 1,000 instances); "
-        f"{len(meta['verbs_without_instance'])} verb(s) and {len(meta['hois_without_instance'])} HOI class(es) "
-        f"without training instance\n"
-        f"  use it with: --model.init_args.net.verb_embeddings {out}\n"
-    )
-    return result
-

@@ -32,7 +32,6 @@ Families:
 
 from __future__ import annotations
 
-import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
@@ -44,8 +43,6 @@ from torch import Tensor
 from ..errors import AnnotationError, ConfigurationError
 from ..structures import HOIGroundTruth, HOIPrediction
 from ..vocabulary import HOIVocabulary
-
-logger = logging.getLogger(__name__)
 
 ScoreRule = Literal["auto", "hoi_plus_object_squared", "hoi", "verb"]
 SCORE_RULES = ("auto", "hoi_plus_object_squared", "hoi", "verb")

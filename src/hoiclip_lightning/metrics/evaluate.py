@@ -4,7 +4,7 @@ Usage::
 
     hoiclip evaluate --predictions results.json --annotations test_hico.json
     hoiclip evaluate --predictions upt_outputs.pkl --annotations instances_test2015.json --protocol reference
-    hoiclip evaluate --predictions preds.pkl --annotations test_hico.json --zero-shot rare_first --nms
+    hoiclip evaluate --predictions preds.pkl --annotations test_hico.json --zero_shot rare_first --nms true
     hoiclip evaluate --predictions vcoco_preds.pkl --annotations test_vcoco.json --dataset vcoco
 
 The formats read are those of :mod:`.dumps` and :mod:`.converters`. Predictions are paired with the
@@ -13,12 +13,12 @@ annotation file's images by file name when the records name one (``filename`` / 
 ``instances`` file also a list over its non-empty images, as UPT's test loop produces). Images without a
 prediction count as images with no detection (their ground truth still counts), and the number is
 printed. Writes ``metrics.json`` (every mean, per-class APs, counts) and ``per_class_ap.csv`` to
-``--out``.
+``--out`` (:func:`evaluate_to_folder`).
 """
 
 from __future__ import annotations
 
-import argparse
+import inspect
 import json
 import logging
 import math
@@ -27,7 +27,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -38,12 +38,16 @@ from ..vocabulary import HOIVocabulary
 from . import converters as C
 from .dumps import AnnotationFile, PredictionFile, read_annotations, read_predictions
 from .hico_det import PROTOCOLS, HICODetMAP
+from .nms import triplet_nms
 from .report import format_metric_table, write_per_class_ap
 from .vcoco import VCOCORoleAP
 
 logger = logging.getLogger(__name__)
 
 DATASETS = ("hico_det", "vcoco")
+#: ``(threshold, alpha, beta)`` of ``nms=True``: the defaults of :func:`.triplet_nms`
+_TRIPLET_NMS_DEFAULTS = tuple(inspect.signature(triplet_nms).parameters[k].default
+                              for k in ("threshold", "alpha", "beta"))
 
 
 @dataclass
@@ -142,14 +146,14 @@ def _empty_prediction(image_id: int) -> HOIPrediction:
 def evaluate_files(
     predictions: str | Path,
     annotations: str | Path,
-    dataset: str = "hico_det",
-    protocol: str = "official",
+    dataset: Literal["hico_det", "vcoco"] = "hico_det",
+    protocol: Literal["official", "reference"] = "official",
     zero_shot: str = "default",
     vocabulary: str | Path | HOIVocabulary | None = None,
     score_rule: C.ScoreRule = "auto",
     topk: int | None = 100,
-    nms: tuple[float, float, float] | None = None,
-    object_order: str | None = None,
+    nms: bool | tuple[float, float, float] | None = None,
+    object_order: Literal["alphabetical", "vocabulary"] | None = None,
     pixel_offset: float | None = None,
     batch_size: int = 512,
 ) -> EvaluationResult:
@@ -164,7 +168,8 @@ def evaluate_files(
         vocabulary: the label space (default: the built-in one of ``dataset``).
         score_rule: QPIC-family post-processor outputs: see :func:`.predictions_from_qpic`.
         topk: QPIC-family outputs: triplets kept per image (``None``: all).
-        nms: QPIC-family outputs: ``(threshold, alpha, beta)`` of the triplet NMS, or ``None``.
+        nms: QPIC-family outputs: ``(threshold, alpha, beta)`` of the triplet NMS (the evaluators'
+            ``--use_nms_filter``); ``True``: the defaults of :func:`.triplet_nms`; ``None`` / ``False``: none.
         object_order: UPT-family outputs: order of ``objects`` (see :func:`.predictions_from_upt`);
             default ``alphabetical`` on HICO-DET, ``vocabulary`` (COCO order) on V-COCO.
         pixel_offset: UPT-family outputs: subtracted from every box coordinate; default 1 on HICO-DET (the
@@ -197,7 +202,9 @@ def evaluate_files(
         object_order = "vocabulary" if vcoco else "alphabetical"
     if pixel_offset is None:
         pixel_offset = 0.0 if vcoco else 1.0
-    options = {"score_rule": score_rule, "topk": topk, "nms": nms, "object_order": object_order,
+    if nms is True:
+        nms = _TRIPLET_NMS_DEFAULTS
+    options = {"score_rule": score_rule, "topk": topk, "nms": nms or None, "object_order": object_order,
                "pixel_offset": pixel_offset, "vcoco": vcoco}
     by_position = dict(zip(positions, _convert(pred_file, positions, gts, vocab, options, skipped), strict=True))
     missing = len(gts) - len(by_position)
@@ -238,73 +245,68 @@ def _json_value(x: Any) -> Any:
     return x
 
 
-def main(argv: list[str] | None = None) -> EvaluationResult:
-    """Entry point of ``hoiclip evaluate`` (see the module docstring)."""
-    parser = argparse.ArgumentParser(
-        prog="hoiclip evaluate",
-        description="Score the prediction dump of an HOI code base (QPIC/CDN/GEN-VLKT/HOICLIP, UPT/PViC, "
-                    "hoiclip predict) against HICO-DET or V-COCO annotations; prints the paper-style table "
-                    "and writes metrics.json and per_class_ap.csv.")
-    parser.add_argument("--predictions", required=True, help="results.json dump, pickle of post-processor outputs "
-                        "(.pkl/.pt) or hoiclip predict JSON lines")
-    parser.add_argument("--annotations", required=True, help="test_hico.json / test_vcoco.json (PPDM/HOIA) or "
-                        "instances_test2015.json (fredzzhang)")
-    parser.add_argument("--dataset", choices=DATASETS, default="hico_det")
-    parser.add_argument("--protocol", choices=PROTOCOLS, default="official",
-                        help="official: ho-rcnn MATLAB rules + Known-Object; reference: the python evaluator of "
-                             "QPIC-family code bases")
-    parser.add_argument("--zero-shot", default="default", help="zero-shot split of the vocabulary (Seen/Unseen)")
-    parser.add_argument("--vocabulary", default=None, help="vocabulary JSON (default: the built-in one of --dataset)")
-    parser.add_argument("--score-rule", choices=C.SCORE_RULES, default="auto",
-                        help="QPIC-family outputs: hoi_plus_object_squared (GEN-VLKT, HOICLIP), hoi, verb (QPIC, CDN)")
-    parser.add_argument("--topk", type=int, default=100, help="QPIC-family outputs: triplets kept per image (0: all)")
-    parser.add_argument("--nms", action="store_true",
-                        help="QPIC-family outputs: triplet NMS as the evaluators' --use_nms_filter")
-    parser.add_argument("--nms-threshold", type=float, default=0.7)
-    parser.add_argument("--nms-alpha", type=float, default=1.0)
-    parser.add_argument("--nms-beta", type=float, default=0.5)
-    parser.add_argument("--object-order", default=None, choices=("alphabetical", "vocabulary"),
-                        help="UPT-family outputs: order of the 'objects' indices (default: alphabetical on "
-                             "hico_det, vocabulary = COCO order on vcoco)")
-    parser.add_argument("--pixel-offset", type=float, default=None,
-                        help="UPT-family outputs: subtracted from every box coordinate (default: 1 on hico_det, "
-                             "for the 1-based instances boxes; 0 on vcoco)")
-    parser.add_argument("--out", default="hoiclip_evaluate", help="folder for metrics.json and per_class_ap.csv")
-    args = parser.parse_args(argv)
-    result = evaluate_files(
-        args.predictions, args.annotations, dataset=args.dataset, protocol=args.protocol, zero_shot=args.zero_shot,
-        vocabulary=args.vocabulary, score_rule=args.score_rule, topk=args.topk or None,
-        nms=(args.nms_threshold, args.nms_alpha, args.nms_beta) if args.nms else None,
-        object_order=args.object_order, pixel_offset=args.pixel_offset,
-    )
-    label = Path(args.predictions).name
-    title = f"HOI detection mAP ({args.dataset}, {args.protocol} protocol" + (
-        f", zero-shot {args.zero_shot})" if args.zero_shot != "default" else ")")
-    table = format_metric_table(result.metrics, rows=[(label, "")], title=title)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    vocab = HOIVocabulary.resolve(args.vocabulary if args.vocabulary is not None else args.dataset)
-    unseen = vocab.unseen_hois(args.zero_shot)
+@dataclass
+class EvaluationReport:
+    """What :func:`evaluate_to_folder` returns: the result, its table and the files written."""
+
+    result: EvaluationResult
+    table: str
+    metrics_json: Path
+    per_class_csv: Path
+
+    @property
+    def text(self) -> str:
+        """The table, the counts and the files written (what ``hoiclip evaluate`` prints)."""
+        r = self.result
+        return "\n".join([
+            self.table,
+            f"{r.num_images} images ({r.images_without_predictions} without predictions), {r.num_triplets} triplets"
+            + (f", dropped: {r.skipped}" if r.skipped else ""),
+            f"written: {self.metrics_json}, {self.per_class_csv}"])
+
+
+def evaluate_to_folder(predictions: str | Path, annotations: str | Path, out: str | Path = "hoiclip_evaluate",
+                       **kwargs: Any) -> EvaluationReport:
+    """Score a prediction dump of an HOI code base (QPIC/CDN/GEN-VLKT/HOICLIP, UPT/PViC, hoiclip predict).
+
+    :func:`evaluate_files`, then the paper-style table and, in ``out``, ``metrics.json`` (every mean,
+    per-class AP, counts, options) and ``per_class_ap.csv`` (with an ``ap_ko`` column when the
+    Known-Object setting was scored).
+
+    Args:
+        predictions: ``results.json`` dump, pickle of post-processor outputs (``.pkl`` / ``.pt``) or
+            ``hoiclip predict`` JSON lines (see :mod:`.dumps`).
+        annotations: ``test_hico.json`` / ``test_vcoco.json`` (PPDM / HOIA) or ``instances_test2015.json``.
+        out: folder for ``metrics.json`` and ``per_class_ap.csv``.
+        **kwargs: the options of :func:`evaluate_files`.
+    """
+    result = evaluate_files(predictions, annotations, **kwargs)
+    bound = inspect.signature(evaluate_files).bind(predictions, annotations, **kwargs)
+    bound.apply_defaults()
+    options = bound.arguments
+    dataset, protocol, zero_shot = options["dataset"], options["protocol"], options["zero_shot"]
+    title = f"HOI detection mAP ({dataset}, {protocol} protocol" + (
+        f", zero-shot {zero_shot})" if zero_shot != "default" else ")")
+    table = format_metric_table(result.metrics, rows=[(Path(predictions).name, "")], title=title)
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = HOIVocabulary.resolve(options["vocabulary"] if options["vocabulary"] is not None else dataset)
     extra = {"ap_ko": result.per_class["ap_per_class_ko"]} if "ap_per_class_ko" in result.per_class else None
-    csv_path = write_per_class_ap(out / "per_class_ap.csv", vocab, result.per_class["ap_per_class"].tolist(),
-                                  unseen_hois=unseen, extra_columns=extra)
+    csv_path = write_per_class_ap(folder / "per_class_ap.csv", vocab, result.per_class["ap_per_class"].tolist(),
+                                  unseen_hois=vocab.unseen_hois(zero_shot), extra_columns=extra)
     report = {
-        "predictions": str(args.predictions), "annotations": str(args.annotations), "dataset": args.dataset,
-        "protocol": args.protocol, "zero_shot": args.zero_shot, "num_images": result.num_images,
+        "predictions": str(predictions), "annotations": str(annotations), "dataset": dataset,
+        "protocol": protocol, "zero_shot": zero_shot, "num_images": result.num_images,
         "images_without_predictions": result.images_without_predictions, "num_triplets": result.num_triplets,
         "skipped": result.skipped, "metrics": {k: _json_value(v) for k, v in result.metrics.items()},
         "per_class": {k: _json_value(v) for k, v in result.per_class.items()}, "seconds": result.seconds,
     }
-    json_path = out / "metrics.json"
+    json_path = folder / "metrics.json"
     json_path.write_text(json.dumps(report, indent=1) + "\n")
-    lines = [table,
-             f"{result.num_images} images ({result.images_without_predictions} without predictions), "
-             f"{result.num_triplets} triplets" + (f", dropped: {result.skipped}" if result.skipped else ""),
-             f"written: {json_path}, {csv_path}"]
-    sys.stdout.write("\n".join(lines) + "\n")
-    sys.stdout.flush()
-    return result
+    return EvaluationReport(result, table, json_path, csv_path)
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # `python -m hoiclip_lightning.metrics.evaluate`: `hoiclip evaluate` without Lightning
+    from jsonargparse import CLI
+
+    sys.stdout.write(CLI(evaluate_to_folder, as_positional=False).text + "\n")

@@ -28,6 +28,8 @@ from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
 
+from ..vocabulary import RARE_THRESHOLD
+
 __all__ = [
     "matlab_thresholds",
     "numpy_thresholds",
@@ -630,7 +632,7 @@ def voc_all_point_ap(rec: np.ndarray, prec: np.ndarray) -> float:
     return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
 
 
-def rare_hois_from_counts(hoi_labels: Iterable[int], num_hois: int, threshold: int = 10) -> list[int]:
+def rare_hois_from_counts(hoi_labels: Iterable[int], num_hois: int, threshold: int = RARE_THRESHOLD) -> list[int]:
     """HOI classes with fewer than ``threshold`` occurrences among training annotations.
 
     Pass every HOI annotation of the training file in use (before any filtering) to get the rare split

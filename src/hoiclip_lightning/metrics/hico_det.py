@@ -135,10 +135,28 @@ class HICODetMAP(Metric):
     """HICO-DET mean average precision (Default and Known-Object; Full, Rare, Non-rare; Seen, Unseen).
 
     Examples:
+        One image with one ground-truth triplet (HOI class 0, *board airplane*) found by the one prediction,
+        with both boxes overlapping by more than 0.5; classes without ground truth do not count:
+
+        >>> import torch
+        >>> from hoiclip_lightning.structures import HOIGroundTruth, HOIPrediction
         >>> vocab = HOIVocabulary.builtin("hico_det")
         >>> metric = HICODetMAP(vocab)  # official protocol, rare split and HOI objects from the vocabulary
-        >>> metric.update(preds, targets)  # lists of HOIPrediction / HOIGroundTruth, one per image
-        >>> metric.compute()["mAP_full"]  # percent
+        >>> verb, obj = vocab.hois[0]
+        >>> def one(*xyxy):
+        ...     return torch.tensor([xyxy], dtype=torch.float)
+        >>> target = HOIGroundTruth(image_id=0, sub_boxes=one(10, 10, 50, 90), obj_boxes=one(40, 60, 80, 100),
+        ...                         obj_labels=torch.tensor([obj]), verb_labels=torch.tensor([verb]),
+        ...                         hoi_labels=torch.tensor([0]), size=(120, 160))
+        >>> pred = HOIPrediction(image_id=0, sub_boxes=one(11, 10, 50, 90), obj_boxes=one(40, 61, 80, 100),
+        ...                      obj_labels=torch.tensor([obj]), verb_labels=torch.tensor([verb]),
+        ...                      hoi_labels=torch.tensor([0]), scores=torch.tensor([0.9]))
+        >>> metric.update([pred], [target])  # lists of HOIPrediction / HOIGroundTruth, one per image
+        >>> result = metric.compute()  # percent
+        >>> round(float(result["mAP_full"]), 2), round(float(result["mAP_non_rare"]), 2)
+        (100.0, 100.0)
+        >>> bool(result["mAP_rare"].isnan())  # no rare class in the ground truth
+        True
 
     Args:
         num_hois: number of HOI classes, or a vocabulary (then ``rare_hois`` and ``hoi_to_object``

@@ -20,8 +20,6 @@ public DETR checkpoint's ``backbone.0.body.*`` keys map onto ``backbone.body.*``
 
 from __future__ import annotations
 
-import logging
-
 import torch
 import torch.nn.functional as F
 import torchvision
@@ -30,8 +28,6 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.ops import FrozenBatchNorm2d
 
 from ..errors import ConfigurationError
-
-log = logging.getLogger(__name__)
 
 RESNET_DEPTHS = ("resnet10", "resnet18", "resnet34", "resnet50", "resnet101")
 NORM_LAYERS = ("frozen_bn", "batch_norm", "group_norm")

@@ -19,10 +19,16 @@ Loading refuses, naming the file: a file of another architecture than ``clip_mod
 whose registered open_clip config differs from the file's, and a fingerprint mismatch.
 
 Example:
+    >>> import tempfile
     >>> import open_clip
-    >>> model = open_clip.create_model("hoiclip-tiny")  # doctest: +SKIP
-    >>> save_clip_weights("/tmp/tiny.pt", model, "hoiclip-tiny", {"note": "random"})  # doctest: +SKIP
-    >>> CLIPEncoder("hoiclip-tiny", pretrained="/tmp/tiny.pt")  # doctest: +SKIP
+    >>> from hoiclip_lightning.models.clip_encoder import CLIPEncoder
+    >>> model = open_clip.create_model("hoiclip-tiny")  # registered by hoiclip_lightning.models
+    >>> path = Path(tempfile.mkdtemp()) / "tiny.pt"
+    >>> save_clip_weights(path, model, "hoiclip-tiny", {"note": "random"}).name
+    'tiny.pt'
+    >>> encoder = CLIPEncoder("hoiclip-tiny", pretrained=str(path))
+    >>> bool(torch.equal(encoder.model.logit_scale, model.logit_scale))
+    True
 """
 
 from __future__ import annotations

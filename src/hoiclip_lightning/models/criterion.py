@@ -32,8 +32,6 @@ Auxiliary layers use the same losses with an independent matching; their keys ge
 
 from __future__ import annotations
 
-import logging
-
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
@@ -44,8 +42,6 @@ from ..errors import ConfigurationError
 from ..structures import HOIOutputs, HOITarget
 from .config import LossConfig
 from .matcher import HungarianMatcher, object_existence
-
-logger = logging.getLogger(__name__)
 
 LOSS_NAMES = ("loss_hoi_labels", "loss_obj_ce", "loss_sub_bbox", "loss_obj_bbox", "loss_sub_giou", "loss_obj_giou")
 _FOCAL_GAMMA = 2.0

@@ -196,16 +196,3 @@ def export_detector(checkpoint: str | Path, out: str | Path) -> dict[str, Tensor
     torch.save({"model": detector, "source": str(checkpoint)}, out)
     log.info("wrote %s: %d detector tensors from %s", out, len(detector), checkpoint)
     return detector
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``hoiclip export-detector CHECKPOINT --out FILE``."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="hoiclip export-detector",
-                                     description="Write a trained checkpoint's detector as a detr_checkpoint file.")
-    parser.add_argument("checkpoint", help="Lightning .ckpt (or state dict) of a HOICLIP model")
-    parser.add_argument("--out", required=True, help="detector file to write (load with net.detr_checkpoint)")
-    args = parser.parse_args(argv)
-    exported = export_detector(args.checkpoint, args.out)
-    print(f"wrote {args.out}: {len(exported)} detector tensors")

@@ -16,7 +16,6 @@ tensor that an earlier k had masked in place, so every k >= 10 reproduced k = 10
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable, Iterator
 from typing import Literal
 
@@ -24,8 +23,6 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigurationError
-
-logger = logging.getLogger(__name__)
 
 TFE_MODES = ("reference", "intended")
 

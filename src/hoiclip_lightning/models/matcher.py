@@ -20,8 +20,6 @@ An object box "exists" when it is not all zeros (V-COCO roles without object hav
 
 from __future__ import annotations
 
-import logging
-
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
@@ -29,8 +27,6 @@ from torchvision.ops import box_convert, generalized_box_iou
 
 from ..errors import ConfigurationError
 from ..structures import HOIOutputs, HOITarget
-
-logger = logging.getLogger(__name__)
 
 _EPS = 1e-4
 

@@ -22,7 +22,6 @@ Per image (reference architecture, sections 7.1-7.3):
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Literal
 
@@ -33,9 +32,6 @@ from torchvision.ops import box_convert
 from ..errors import ConfigurationError
 from ..metrics.nms import pixel_iou_plus_one, triplet_nms
 from ..structures import HOIOutputs, HOIPrediction
-from .config import PostProcessConfig
-
-logger = logging.getLogger(__name__)
 
 __all__ = ["HOIPostProcessor", "pixel_iou_plus_one", "triplet_nms"]
 
@@ -151,24 +147,6 @@ class HOIPostProcessor(nn.Module):
         self.register_buffer("hoi_ids", ids, persistent=False)  # [C]
         self.register_buffer("hoi_to_object", hoi_to_object, persistent=False)  # [C_hoi_all]
         self.register_buffer("hoi_to_verb", hoi_to_verb, persistent=False)  # [C_hoi_all]
-
-    @classmethod
-    def from_config(
-        cls, hoi_ids: list[int], hoi_to_object: Tensor, hoi_to_verb: Tensor, config: PostProcessConfig
-    ) -> HOIPostProcessor:
-        """Build from a :class:`PostProcessConfig` (its TFE fields are not used here)."""
-        return cls(
-            hoi_ids,
-            hoi_to_object,
-            hoi_to_verb,
-            topk=config.topk,
-            score_mode=config.score_mode,
-            object_score=config.object_score,
-            use_nms=config.use_nms,
-            nms_threshold=config.nms_threshold,
-            nms_alpha=config.nms_alpha,
-            nms_beta=config.nms_beta,
-        )
 
     def candidate_scores(self, hoi_probs: Tensor, obj_logits: Tensor) -> Tensor:
         """Triplet scores ``[..., Q, C]``.
