@@ -12,6 +12,7 @@ Extra subcommands (each has ``--help``)::
     hoiclip clip-pretrain --out data/clip/hoiclip_small.pt --synthetic 3000
     hoiclip export-detector runs/detector_pretrain/checkpoints/last.ckpt --out data/detector/synthetic_detector.pt
     hoiclip evaluate --predictions results.json --annotations test_hico.json
+    hoiclip demo --ckpt_path runs/quickstart/checkpoints/last.ckpt      # web page (pip install '.[demo]')
 """
 
 from __future__ import annotations
@@ -264,6 +265,8 @@ EXTRA_SUBCOMMANDS: dict[str, tuple[Callable[[list[str]], None], str]] = {
                  "score another code base's prediction dump (QPIC family, UPT family, hoiclip predict)"),
     "convert-official": (lambda argv: __import__("hoiclip_lightning.interop.official", fromlist=["main"]).main(argv),
                          "convert a released HOICLIP checkpoint (.pth) into a .ckpt"),
+    "demo": (lambda argv: __import__("hoiclip_lightning.inference.demo", fromlist=["main"]).main(argv),
+             "web page: detect HOIs in an uploaded image, edit the HOI prompts (needs the [demo] extra)"),
 }
 
 
