@@ -457,11 +457,11 @@ def build_demo(model: DemoModel, examples: Sequence[str | Path] = (), title: str
             return gr.skip(), gr.skip(), gr.skip()
         return run(image, threshold, topk, tfe, prompts)
 
-    with gr.Blocks(title=title, analytics_enabled=False) as demo:
+    with gr.Blocks(title=title, analytics_enabled=False, fill_width=True) as demo:
         gr.Markdown(f"## {title}\nUpload an image or pick an example, then **Detect**. Edit the HOI prompts "
                     "(one class per line) to add or remove classes, e.g. add `a person riding a kite`.")
         with gr.Row():
-            with gr.Column(scale=1):
+            with gr.Column(scale=2):
                 image = gr.Image(type="pil", label="image", sources=["upload", "clipboard"], height=320,
                                  elem_id="input-image")
                 if examples:
@@ -478,10 +478,11 @@ def build_demo(model: DemoModel, examples: Sequence[str | Path] = (), title: str
                                      label=f"HOI prompts, one class per line ({model.base_vocabulary.num_hois} "
                                            "in the checkpoint)", elem_id="prompts")
                 detect = gr.Button("Detect", variant="primary", elem_id="detect")
-            with gr.Column(scale=1):
+            with gr.Column(scale=3):
                 drawn = gr.Image(type="pil", label="detections", interactive=False, height=420, elem_id="drawn")
                 table = gr.Dataframe(headers=list(TABLE_HEADERS),
                                      datatype=["number", "str", "str", "number", "str", "str"],
+                                     column_widths=["7%", "13%", "14%", "10%", "28%", "28%"],
                                      interactive=False, label="triplets", elem_id="triplets")
                 status = gr.Markdown(elem_id="status")
         inputs, outputs = [image, threshold, topk, tfe, prompts], [drawn, table, status]
