@@ -216,6 +216,21 @@ def test_demo_subcommand_is_listed_and_has_help(capsys):
     assert "--ckpt_path" in out and "--examples" in out and "hoiclip-lightning[demo]" in out
 
 
+def test_demo_subcommand_reports_a_missing_checkpoint_or_gradio_in_one_line(tmp_path, capsys):
+    import importlib.util
+
+    from hoiclip_lightning.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["demo", "--ckpt_path", str(tmp_path / "missing.ckpt")])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    if importlib.util.find_spec("gradio") is None:  # the optional dependency is checked first
+        assert err.startswith("error: ConfigurationError: the demo page needs Gradio") and "[demo]" in err
+    else:
+        assert err.startswith("error: CheckpointError: checkpoint not found:") and "missing.ckpt" in err
+
+
 # ---------------------------------------------------------------------- the page in a real browser
 def _browser_missing() -> str | None:
     for module in ("gradio", "selenium"):

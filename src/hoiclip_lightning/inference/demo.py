@@ -34,6 +34,7 @@ import argparse
 import copy
 import logging
 import re
+import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,7 +43,7 @@ from typing import Any
 
 from PIL import Image, ImageOps
 
-from ..errors import ConfigurationError
+from ..errors import ConfigurationError, HOICLIPError
 from ..vocabulary import HOIVocabulary
 from .drawing import draw_triplets
 from .predictor import HOIDetector, ImageInput, load_checkpoint_file
@@ -542,6 +543,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when present)")
     parser.add_argument("--share", action="store_true", help="also open a public Gradio link (needs internet)")
     args = parser.parse_args(argv)
-    examples = None if args.examples is None else _example_paths(args.examples)
-    launch_demo(args.ckpt_path, host=args.host, port=args.port, examples=examples, device=args.device,
-                share=args.share)
+    try:
+        examples = None if args.examples is None else _example_paths(args.examples)
+        launch_demo(args.ckpt_path, host=args.host, port=args.port, examples=examples, device=args.device,
+                    share=args.share)
+    except HOICLIPError as err:  # no Gradio, an unreadable checkpoint, a missing example: one line, status 2
+        sys.stderr.write(f"error: {type(err).__name__}: {err}\n")
+        raise SystemExit(2) from None
