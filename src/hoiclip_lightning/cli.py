@@ -14,6 +14,7 @@ with the function's defaults and the docstring's descriptions (:class:`Subcomman
     hoiclip clip-pretrain --out data/clip/hoiclip_small.pt --synthetic 3000
     hoiclip export-detector --checkpoint runs/detector_pretrain/checkpoints/last.ckpt --out data/detector/det.pt
     hoiclip evaluate --predictions results.json --annotations test_hico.json
+    hoiclip demo --ckpt_path runs/quickstart/checkpoints/last.ckpt      # web page (pip install '.[demo]')
 """
 
 from __future__ import annotations
@@ -412,6 +413,16 @@ def _convert_official(parser: ArgumentParser, argv: list[str]) -> None:
     _written(report.summary() + (f"\nwrote {cfg.dst}" if cfg.dst is not None else ""))
 
 
+def _demo(parser: ArgumentParser, argv: list[str]) -> None:
+    from .inference.demo import DEMO_INSTALL_HINT, example_paths, launch_demo
+
+    parser.description = f"{parser.description} Needs Gradio: {DEMO_INSTALL_HINT}"
+    args = parser.parse_args(argv).as_dict()
+    if args.get("examples") is not None:
+        args["examples"] = example_paths(args["examples"])
+    launch_demo(**args)
+
+
 EXTRA_SUBCOMMANDS: dict[str, Subcommand] = {
     "synth": Subcommand("data.synthetic:generate_synthetic_dataset",
                         "write the synthetic HOI dataset (HICO-DET layout)", _synth),
@@ -432,6 +443,9 @@ EXTRA_SUBCOMMANDS: dict[str, Subcommand] = {
     "convert-official": Subcommand("interop.official:convert_official_checkpoint",
                                    "convert a released HOICLIP checkpoint (.pth) into a .ckpt", _convert_official,
                                    frozenset({"net"})),
+    "demo": Subcommand("inference.demo:launch_demo",
+                       "web page: detect HOIs in an uploaded image, edit the HOI prompts (needs the [demo] extra)",
+                       _demo, frozenset({"block"})),
 }
 
 

@@ -5,10 +5,15 @@
   lines and drawn images.
 * :class:`ImageDetections`, :class:`HOITriplet` -- typed results (pixel boxes, vocabulary names).
 * :func:`draw_triplets` -- draw triplets on a PIL image.
+* :func:`vocabulary_from_prompts` -- the label space of a typed list of HOI prompts (open vocabulary, for
+  :meth:`HOIDetector.set_vocabulary`).
+* :mod:`hoiclip_lightning.inference.demo` -- the ``hoiclip demo`` web page (Gradio, the ``[demo]`` extra) and
+  what it runs (``DemoModel``, the result table), usable without Gradio.
 """
 
 from .drawing import draw_triplets
 from .predictor import EVAL_TRANSFORM_KEYS, HOIDetector, checkpoint_eval_transforms, load_checkpoint_file
+from .prompt_list import parse_prompt, vocabulary_from_prompts
 from .results import SCHEMA_VERSION, HOITriplet, ImageDetections, to_image_detections
 from .writer import HOIPredictionWriter
 
@@ -22,5 +27,7 @@ __all__ = [
     "checkpoint_eval_transforms",
     "draw_triplets",
     "load_checkpoint_file",
+    "parse_prompt",
     "to_image_detections",
+    "vocabulary_from_prompts",
 ]

@@ -201,6 +201,22 @@ class HOIDetector:
             exif_transpose=exif_transpose,
         )
 
+    # ------------------------------------------------------------------ label space
+    def set_vocabulary(self, vocabulary: str | Path | HOIVocabulary, zero_shot: str | None = None) -> None:
+        """Score another label space without retraining (open vocabulary; :meth:`HOICLIPModule.set_vocabulary`).
+
+        Classes shared with the current vocabulary (same verb and object names) keep their trained rows; a
+        new class is scored through its prompt's CLIP text embedding. The results name the new classes.
+
+        Args:
+            vocabulary: built-in name, vocabulary JSON path or an :class:`HOIVocabulary`.
+            zero_shot: split of the new vocabulary (``None``: the current one if it defines it, else
+                ``default``).
+        """
+        self.module.set_vocabulary(vocabulary, zero_shot)
+        self.module.eval()  # the rebuilt classifier layers are created in training mode
+        self.vocabulary = self.module.vocab
+
     # ------------------------------------------------------------------ inputs
     def _upright(self, image: Image.Image) -> Image.Image:
         return ImageOps.exif_transpose(image) if self.exif_transpose else image
