@@ -98,7 +98,7 @@ class HOIDataset(Dataset):
         if official_gt is not None and len(official_gt) != len(self.records):
             raise ValueError(f"official_gt has {len(official_gt)} entries for {len(self.records)} records")
         self.official_gt = list(official_gt) if official_gt is not None else None
-        self.vocab = vocab
+        self.vocabulary = vocab
         self.train = train
         self.transform = transform if transform is not None else (HOITrainTransform() if train else HOIEvalTransform())
         self.clip_transform = clip_transform if clip_transform is not None else ClipTransform(224)
@@ -187,7 +187,7 @@ class HOIDataset(Dataset):
                 pairs[key] = len(sub_rows)
                 sub_rows.append(pos[sub])
                 obj_rows.append(pos[obj] if obj != -1 else -1)
-                no_obj = self.vocab.no_object_index
+                no_obj = self.vocabulary.no_object_index
                 obj_labels.append(int(rec.labels[obj]) if obj != -1 else int(no_obj if no_obj is not None else -1))
             p = pairs[key]
             verb_hot.append((p, verb))
@@ -198,7 +198,7 @@ class HOIDataset(Dataset):
         for p, r in enumerate(obj_rows):
             if r >= 0:
                 obj_boxes[p] = norm[r]
-        verb_labels = torch.zeros(m, self.vocab.num_verbs)
+        verb_labels = torch.zeros(m, self.vocabulary.num_verbs)
         hoi_labels = torch.zeros(m, len(self.train_hoi_ids))
         for p, v in verb_hot:
             verb_labels[p, v] = 1.0
@@ -226,8 +226,8 @@ class HOIDataset(Dataset):
             gt.vcoco = official
             return gt
         boxes = torch.from_numpy(np.concatenate([rec.boxes, np.zeros((1, 4), np.float32)])).float()
-        labels = np.concatenate([rec.labels, [self.vocab.no_object_index if self.vocab.no_object_index is not None
-                                              else -1]])
+        no_obj = self.vocabulary.no_object_index
+        labels = np.concatenate([rec.labels, [no_obj if no_obj is not None else -1]])
         sub, obj = rec.hois[:, 0], rec.hois[:, 1]  # obj -1 selects the appended all-zero row
         return HOIGroundTruth(
             image_id=idx,
