@@ -71,7 +71,7 @@ def main() -> None:
     module.to(device).train()
     total = sum(p.numel() for p in module.parameters())
     trainable = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    vocab = module.vocab
+    vocab = module.vocabulary
     batch = synthetic_batch(preset["batch"], preset["size"], preset["clip_size"], vocab.num_hois, vocab.num_verbs)
     batch.images, batch.pixel_mask, batch.clip_images = (batch.images.to(device), batch.pixel_mask.to(device),
                                                          batch.clip_images.to(device))

@@ -112,7 +112,7 @@ def test_vocabulary_and_zero_shot_are_linked_from_data(tmp_path, monkeypatch):
     cli = HOICLIPCLI(HOICLIPModule, HOIDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
                      args=["--config", "tests/conf/hico_tiny.yaml", "--data.init_args.zero_shot", "rare_first"])
     assert cli.model.zero_shot == "rare_first"
-    assert cli.model.vocab.name == "hico_det"
+    assert cli.model.vocabulary.name == "hico_det"
     assert len(cli.model.model.train_hoi_ids) == 480
 
 

@@ -17,8 +17,8 @@ from hoiclip_lightning.knowledge.clip_pretrain import (
     pretrain_clip,
     zero_shot_scores,
 )
-from hoiclip_lightning.knowledge.prompts import encode_prompts
 from hoiclip_lightning.models.clip_encoder import CLIPEncoder
+from hoiclip_lightning.models.prompt_embeddings import encode_prompts
 
 # the zero-shot test's run and what it must reach (measured: see docs/knowledge.md, "Pretraining a small CLIP")
 ZS_RUN = dict(clip_model="hoiclip-tiny", synthetic=400, synthetic_val=60, synthetic_image_size=96, max_steps=150,

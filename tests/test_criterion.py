@@ -256,3 +256,19 @@ def test_dense_targets_and_loss_on_a_hand_made_case():
     detector_only = SetCriterion(num_obj_classes=2, aux_loss=False,
                                  config=LossConfig(dense_loss_coef=1.0, dense_verb_loss=False))(out, [tgt])
     assert torch.allclose(detector_only["loss_dense"], no_verbs)
+
+
+def test_a_loss_term_of_ones_own_plugs_in_with_its_weight():
+    def matched_count(matched, criterion):  # a term of one's own: the number of matched pairs
+        return {"loss_matched": matched.query_idx.numel() * torch.ones(())}
+
+    outputs = hand_outputs()
+    outputs.aux = [hand_outputs()]
+    crit = SetCriterion(2, layer_terms=(*criterion_module.DEFAULT_LAYER_TERMS, matched_count),
+                        extra_weights={"loss_matched": 0.5})
+    losses = crit(outputs, [hand_target()])
+    assert losses["loss_matched"].item() == 1.0 and losses["loss_matched_0"].item() == 1.0
+    assert losses["loss"].item() == pytest.approx(2 * TOTAL + 2 * 0.5, rel=1e-5)
+    only_boxes = SetCriterion(2, aux_loss=False, layer_terms=(criterion_module.box_terms,))(outputs, [hand_target()])
+    assert sorted(k for k in only_boxes if k.startswith("loss_")) == sorted(LOSS_NAMES[2:])
+    assert only_boxes["loss"].item() == pytest.approx(2.5 * SUB_BBOX + 2.5 * OBJ_BBOX + SUB_GIOU + OBJ_GIOU, rel=1e-5)

@@ -12,7 +12,6 @@ SKIP_ALLOWED = {
     "src/hoiclip_lightning/knowledge/verb_embeddings.py": "OpenAI's ViT-B/32 weights and a dataset",
     "src/hoiclip_lightning/knowledge/clip_pretrain.py": "minutes of training",
     "src/hoiclip_lightning/models/module.py": "a trained checkpoint",
-    "src/hoiclip_lightning/models/hoiclip.py": "a custom vocabulary file and images",
 }
 
 

@@ -18,12 +18,13 @@ from torch import nn
 from hoiclip_lightning.data import HOIDataModule
 from hoiclip_lightning.errors import CheckpointError, ConfigurationError
 from hoiclip_lightning.knowledge import compute_verb_embeddings, encode_prompts, verb_arithmetic
-from hoiclip_lightning.knowledge.prompts import PromptEmbeddingCache
 from hoiclip_lightning.models.clip_encoder import CLIPEncoder
 from hoiclip_lightning.models.config import HOICLIPConfig
-from hoiclip_lightning.models.heads import load_verb_embeddings, verb_embeddings_from_text
+from hoiclip_lightning.models.heads import verb_embeddings_from_text
 from hoiclip_lightning.models.hoiclip import HOICLIP
 from hoiclip_lightning.models.module import HOICLIPModule
+from hoiclip_lightning.models.prompt_embeddings import PromptEmbeddingCache
+from hoiclip_lightning.models.verb_embedding_file import load_verb_embeddings
 from hoiclip_lightning.vocabulary import HOIVocabulary
 
 # ---------------------------------------------------------------------- a tiny dataset with known crops
@@ -452,7 +453,7 @@ def test_set_vocabulary_rebuilds_text_classifiers_and_keeps_trained_rows(vocab_f
     module.set_vocabulary(path_b)
     vocab_b = HOIVocabulary.from_dict(TOY_B)
     assert forward(module).shape == (2, 4, vocab_b.num_hois)
-    assert module.vocab.name == "toy_b" and module.postprocessor.hoi_to_object.shape == (7,)
+    assert module.vocabulary.name == "toy_b" and module.postprocessor.hoi_to_object.shape == (7,)
     assert module.criterion.num_obj_classes == 4
     w, b = model.visual_projection.weight, model.visual_projection.bias
     for new, old in SHARED.items():
@@ -481,7 +482,7 @@ def save_checkpoint(module: HOICLIPModule, path: Path, hook: bool = True) -> Non
     if hook:
         module.on_save_checkpoint(ckpt)
     else:  # a checkpoint written before the vocabulary spec and split were recorded
-        ckpt["hoiclip_vocabulary"] = module.vocab.to_dict()
+        ckpt["hoiclip_vocabulary"] = module.vocabulary.to_dict()
     torch.save(ckpt, path)
 
 
@@ -494,7 +495,7 @@ def test_load_from_checkpoint_with_another_vocabulary(vocab_files, tmp_path, hoo
     trained_w = module.model.visual_projection.weight.detach().clone()  # rows: A classes 0, 2, 4, 5
 
     loaded = HOICLIPModule.load_from_checkpoint(tmp_path / "a.ckpt", vocabulary=path_b, zero_shot="default")
-    assert loaded.vocab.name == "toy_b" and loaded.model.eval_visual_projection is None
+    assert loaded.vocabulary.name == "toy_b" and loaded.model.eval_visual_projection is None
     assert forward(loaded).shape == (2, 4, 7)
     w = loaded.model.visual_projection.weight
     torch.testing.assert_close(w[2], trained_w[2])  # look at bicycle = A class 4 (train row 2)
@@ -516,6 +517,6 @@ def test_vocabulary_set_in_python_travels_with_the_checkpoint(vocab_files, tmp_p
     pretend_trained(module)
     save_checkpoint(module, tmp_path / "b.ckpt")
     loaded = HOICLIPModule.load_from_checkpoint(tmp_path / "b.ckpt")
-    assert loaded.vocab.name == "toy_b"
+    assert loaded.vocabulary.name == "toy_b"
     torch.testing.assert_close(loaded.model.visual_projection.weight, module.model.visual_projection.weight)
     torch.testing.assert_close(forward(loaded), forward(module))

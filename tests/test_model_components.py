@@ -13,12 +13,12 @@ from hoiclip_lightning.models.backbone import Backbone
 from hoiclip_lightning.models.heads import (
     MLP,
     hoi_logits,
-    load_verb_embeddings,
     verb_embeddings_from_text,
 )
 from hoiclip_lightning.models.interaction import CLIPInteractionDecoder, FusionDecoderLayer
 from hoiclip_lightning.models.position_encoding import PositionEmbeddingSine
 from hoiclip_lightning.models.transformer import InstanceDecoder, TransformerEncoder
+from hoiclip_lightning.models.verb_embedding_file import load_verb_embeddings
 
 
 def test_backbone_shapes_mask_and_freezing():

@@ -177,7 +177,7 @@ def evaluation_world(tmp_path_factory):
     cli.trainer.save_checkpoint(checkpoint)
     predictions = [p for batch in cli.trainer.predict(cli.model, datamodule=cli.datamodule) for p in batch]
     assert sorted(p.image_id for p in predictions) == list(range(N_TEST))
-    _add_best_detections_as_ground_truth(root, cli.model.vocab, predictions)
+    _add_best_detections_as_ground_truth(root, cli.model.vocabulary, predictions)
     sizes = {tuple(s[0].shape[-2:]) for s in (cli.datamodule.test_dataset[i] for i in range(N_TEST))}
     return config, checkpoint, folder, len(sizes)
 

@@ -16,6 +16,7 @@ Examples:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 from importlib import resources
@@ -130,6 +131,21 @@ class HOIVocabulary:
         data = asdict(self)
         data["hois"] = [list(h) for h in self.hois]
         return data
+
+    def fingerprint(self) -> str:
+        """SHA-256 (hex) of the label space: object names, verb names and HOI (verb, object) pairs.
+
+        Prompts, the rare list and the zero-shot splits are left out: they do not change what a class row
+        means, so files computed for one vocabulary (verb representations, checkpoints) stay valid when
+        only those change.
+
+        Example:
+            >>> v = HOIVocabulary.builtin("hico_det")
+            >>> len(v.fingerprint()), v.fingerprint() == HOIVocabulary.builtin("hico_det").fingerprint()
+            (64, True)
+        """
+        payload = {"objects": list(self.objects), "verbs": list(self.verbs), "hois": [list(h) for h in self.hois]}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     def to_json(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")

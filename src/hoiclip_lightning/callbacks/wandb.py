@@ -107,7 +107,7 @@ class WandbPredictionLogger(Callback):
         images, captions = [], []
         for i in range(min(self.num_images, len(preds))):
             try:
-                images.append(draw_prediction(batch_image(batch, i), preds[i], pl_module.vocab, self.topk))
+                images.append(draw_prediction(batch_image(batch, i), preds[i], pl_module.vocabulary, self.topk))
             except Exception as err:  # drawing is a convenience; never stop training over it
                 log.warning("could not draw validation image %d: %s", i, err)
                 continue

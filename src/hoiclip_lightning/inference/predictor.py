@@ -37,6 +37,7 @@ from ..data.image_folder import eval_sample
 from ..data.transforms import ClipTransform, HOIEvalTransform
 from ..errors import CheckpointError
 from ..models.config import HOICLIPConfig, LossConfig, OptimizerConfig, PostProcessConfig
+from ..models.label_space import checkpoint_vocabulary, same_label_space
 from ..models.module import HOICLIPModule
 from ..vocabulary import HOIVocabulary
 from .results import ImageDetections, to_image_detections
@@ -83,10 +84,6 @@ def checkpoint_eval_transforms(ckpt: dict[str, Any]) -> dict[str, int]:
     return {key: int(saved[key]) for key in EVAL_TRANSFORM_KEYS if saved.get(key) is not None}
 
 
-def _same_label_space(a: HOIVocabulary, b: HOIVocabulary) -> bool:
-    return a.hois == b.hois and len(a.objects) == len(b.objects) and len(a.verbs) == len(b.verbs)
-
-
 class HOIDetector:
     """A :class:`HOICLIPModule` in eval mode plus the evaluation transforms of its data.
 
@@ -119,7 +116,7 @@ class HOIDetector:
         self.device = torch.device(device) if device is not None else torch.device(
             "cuda" if torch.cuda.is_available() else "cpu")
         self.module = module.to(self.device).eval()
-        self.vocabulary: HOIVocabulary = module.vocab
+        self.vocabulary: HOIVocabulary = module.vocabulary
         size = clip_image_size if clip_image_size is not None else module.model.clip.image_size
         self.transform = HOIEvalTransform(test_scale, test_max_size)
         self.clip_transform = ClipTransform(size)
@@ -158,14 +155,10 @@ class HOIDetector:
         """
         ckpt = load_checkpoint_file(path)
         hp = dict(ckpt["hyper_parameters"])
-        stored = ckpt.get("hoiclip_vocabulary")
-        if stored is not None:
-            vocab = HOIVocabulary.from_dict(stored, source=f"{path} (stored vocabulary)")
-        else:
-            vocab = HOIVocabulary.resolve(hp.get("vocabulary", "hico_det"))
+        vocab, _ = checkpoint_vocabulary(ckpt, source=str(path))
         if vocabulary is not None:
             override = HOIVocabulary.resolve(vocabulary)
-            if not _same_label_space(override, vocab):
+            if not same_label_space(override, vocab):
                 raise CheckpointError(
                     f"vocabulary {override.name!r} ({override.num_hois} HOIs, {override.num_objects} objects, "
                     f"{override.num_verbs} verbs) has another label space than the checkpoint's {vocab.name!r} "
@@ -215,7 +208,7 @@ class HOIDetector:
         """
         self.module.set_vocabulary(vocabulary, zero_shot)
         self.module.eval()  # the rebuilt classifier layers are created in training mode
-        self.vocabulary = self.module.vocab
+        self.vocabulary = self.module.vocabulary
 
     # ------------------------------------------------------------------ inputs
     def _upright(self, image: Image.Image) -> Image.Image:

@@ -99,7 +99,7 @@ class HOIPredictionWriter(BasePredictionWriter):
         batch_idx: int,
         dataloader_idx: int,
     ) -> None:
-        vocab: HOIVocabulary = pl_module.vocab
+        vocab: HOIVocabulary = pl_module.vocabulary
         if self.json_path is None:  # write_on_batch_end called outside trainer.predict
             self.on_predict_start(trainer, pl_module)
         records = []

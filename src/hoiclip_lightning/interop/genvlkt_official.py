@@ -242,7 +242,8 @@ def convert_genvlkt_checkpoint(
         dst.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"epoch": 0, "global_step": 0, "pytorch-lightning_version": lightning.__version__,
                     "state_dict": module.state_dict(), "hparams_name": "kwargs",
-                    "hyper_parameters": _cli_hyper_parameters(module), "hoiclip_vocabulary": module.vocab.to_dict(),
+                    "hyper_parameters": _cli_hyper_parameters(module),
+                    "hoiclip_vocabulary": module.vocabulary.to_dict(),
                     "hoiclip_conversion": {**report.to_dict(), "zero_shot": zero_shot, "vocabulary": str(vocabulary)}},
                    dst)
         log.info("wrote %s", dst)

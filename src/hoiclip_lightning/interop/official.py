@@ -625,7 +625,7 @@ def convert_official_checkpoint(
             "state_dict": module.state_dict(),
             "hparams_name": "kwargs",
             "hyper_parameters": _cli_hyper_parameters(module),
-            "hoiclip_vocabulary": module.vocab.to_dict(),
+            "hoiclip_vocabulary": module.vocabulary.to_dict(),
             "hoiclip_conversion": {**report.to_dict(), "zero_shot": zero_shot, "vocabulary": str(vocabulary)},
         }
         torch.save(checkpoint, dst)

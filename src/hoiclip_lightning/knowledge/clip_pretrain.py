@@ -90,7 +90,7 @@ class CaptionedView:
 
 
 def _prompt_body(prompt: str) -> str:
-    from .prompts import prompt_body
+    from ..models.prompt_embeddings import prompt_body
 
     return prompt_body(prompt)
 
@@ -104,7 +104,7 @@ def _pair_caption(vocab: HOIVocabulary, hoi_ids: Sequence[int]) -> str:
 def _with_prefix(caption: str) -> str:
     """The caption in the prompts' style (``"a photo of ..."``), so that crops and whole images share it and the
     prefix cannot tell the two kinds of view apart."""
-    from .prompts import PROMPT_PREFIX
+    from ..models.prompt_embeddings import PROMPT_PREFIX
 
     return caption if caption.lower().startswith(PROMPT_PREFIX) else PROMPT_PREFIX + caption
 

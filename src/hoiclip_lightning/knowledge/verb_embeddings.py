@@ -60,12 +60,13 @@ from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 
 from ..errors import ConfigurationError, DatasetNotFoundError
+from ..models.heads import verb_embeddings_from_text
+from ..models.prompt_embeddings import encode_prompts
+from ..models.verb_embedding_file import FILE_FORMAT, FILE_VERSION, write_verb_embeddings
 from ..vocabulary import HOIVocabulary
 
 log = logging.getLogger(__name__)
 
-FILE_FORMAT = "hoiclip_lightning.verb_embeddings"
-FILE_VERSION = 1
 MissingVerbs = Literal["zero", "text"]
 _MISSING = ("zero", "text")
 
@@ -282,10 +283,7 @@ class VerbEmbeddings:
 
     def save(self, path: str | Path) -> Path:
         """Write ``{"verb_embeddings": [C_verb, E], **metadata}`` with ``torch.save`` (parents created)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save({"verb_embeddings": self.embeddings.detach().cpu().float(), **self.metadata}, path)
-        return path
+        return write_verb_embeddings(path, self.embeddings, self.metadata)
 
 
 def training_split(datamodule: Any, include_unseen: bool = False) -> tuple[list[Any], list[int] | None]:
@@ -406,9 +404,6 @@ def compute_verb_embeddings(
     if missing:
         names = [vocab.verbs[v] for v in missing]
         if missing_verbs == "text":
-            from ..models.heads import verb_embeddings_from_text
-            from .prompts import encode_prompts
-
             hoi_text = encode_prompts(clip, vocab.hoi_prompts).cpu()
             obj_text = encode_prompts(clip, vocab.object_prompts).cpu()
             text = verb_embeddings_from_text(hoi_text, obj_text, vocab.hois, vocab.num_verbs)
@@ -429,7 +424,6 @@ def _metadata(datamodule: Any, clip: Any, vocab: HOIVocabulary, include_unseen: 
               reference_duplicates: bool, counts: Tensor, missing: list[int], without: list[int],
               num_images: int, num_pairs: int) -> dict[str, Any]:
     from .. import __version__
-    from ..models.heads import vocabulary_fingerprint
 
     hp = datamodule.hparams
     root = getattr(datamodule, "root", hp.get("root"))
@@ -452,7 +446,7 @@ def _metadata(datamodule: Any, clip: Any, vocab: HOIVocabulary, include_unseen: 
         "missing_verbs": missing_verbs,
         "reference_duplicates": bool(reference_duplicates),
         "vocabulary_name": vocab.name,
-        "vocabulary_hash": vocabulary_fingerprint(vocab),
+        "vocabulary_hash": vocab.fingerprint(),
         "vocabulary": vocab.to_dict(),
         "verbs": list(vocab.verbs),
         "hoi_instances": [int(c) for c in counts.tolist()],

@@ -25,12 +25,17 @@ Per output layer (reference architecture, section 6.2):
   L1 distance between the query-mean of the layer's interaction features and CLIP's image embedding,
   weighted by ``mimic_loss_coef`` (per layer, auxiliary layers included, as the reference does).
 
-Auxiliary layers use the same losses with an independent matching; their keys get ``_0``, ``_1``, ...
+The per-layer losses are pluggable terms (:data:`LayerTerm`: :func:`hoi_label_term`,
+:func:`object_class_term`, :func:`box_terms`); ``SetCriterion(layer_terms=..., extra_weights=...)`` adds or
+replaces terms. Auxiliary layers use the same losses with an independent matching; their keys get ``_0``, ``_1``, ...
 (first decoder layer first). ``loss`` is the weighted sum of every loss term; ``obj_class_error`` and
 ``hoi_class_error`` (last layer only) are detached and meant for logging.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -161,6 +166,89 @@ def global_num_interactions(targets: list[HOITarget], device: torch.device) -> T
     return num.clamp(min=1)
 
 
+@dataclass
+class MatchedPairs:
+    """One layer's outputs, its targets and the matching between them: what a loss term receives.
+
+    Attributes:
+        outputs: the layer's :class:`HOIOutputs`.
+        targets: B targets.
+        indices: per image ``(query indices, target indices)`` of the matching.
+        batch_idx, query_idx: ``[M]`` image and query of every matched pair (matching order).
+        num_interactions: GT pairs of the batch (all-reduced under DDP, at least 1).
+    """
+
+    outputs: HOIOutputs
+    targets: list[HOITarget]
+    indices: list[tuple[Tensor, Tensor]]
+    batch_idx: Tensor
+    query_idx: Tensor
+    num_interactions: Tensor
+
+    @classmethod
+    def build(cls, outputs: HOIOutputs, targets: list[HOITarget], indices: list[tuple[Tensor, Tensor]],
+              num_interactions: Tensor) -> MatchedPairs:
+        device = outputs.hoi_logits.device
+        batch_idx = torch.cat([torch.full_like(src, b) for b, (src, _) in enumerate(indices)]).to(device)
+        query_idx = torch.cat([src for src, _ in indices]).to(device)
+        return cls(outputs, targets, indices, batch_idx, query_idx, num_interactions)
+
+    def gather(self, name: str, dtype: torch.dtype) -> Tensor:
+        """Field ``name`` of the matched targets, ``[M, ...]``."""
+        return _gather(self.targets, self.indices, name, dtype, self.batch_idx.device)
+
+
+#: a per-layer loss term: ``term(matched, criterion) -> {loss name: fp32 scalar}`` (unweighted)
+LayerTerm = Callable[[MatchedPairs, "SetCriterion"], dict[str, Tensor]]
+
+
+def hoi_label_term(m: MatchedPairs, criterion: SetCriterion) -> dict[str, Tensor]:
+    """``loss_hoi_labels``: focal loss; matched queries get their pair's multi-hot target, the others zeros."""
+    hoi_logits = m.outputs.hoi_logits.float()  # [B, Q, C_hoi]
+    hoi_target = torch.zeros_like(hoi_logits)
+    if m.query_idx.numel():
+        hoi_target[m.batch_idx, m.query_idx] = m.gather("hoi_labels", torch.float32)
+    return {"loss_hoi_labels": focal_hoi_loss(hoi_logits, hoi_target, criterion.focal_alpha)}
+
+
+def object_class_term(m: MatchedPairs, criterion: SetCriterion) -> dict[str, Tensor]:
+    """``loss_obj_ce``: cross-entropy over ``C_obj + 1`` slots; unmatched queries -> the no-object slot."""
+    obj_logits = m.outputs.obj_logits.float()  # [B, Q, C_obj + 1]
+    num_obj = criterion.num_obj_classes
+    if obj_logits.shape[-1] != num_obj + 1:
+        raise ValueError(f"obj_logits have {obj_logits.shape[-1]} slots, expected num_obj_classes + 1 = {num_obj + 1}")
+    obj_target = torch.full(obj_logits.shape[:2], num_obj, dtype=torch.long, device=obj_logits.device)
+    if m.query_idx.numel():
+        obj_target[m.batch_idx, m.query_idx] = m.gather("obj_labels", torch.long)
+    weight = criterion.obj_class_weight.to(device=obj_logits.device, dtype=torch.float32)
+    return {"loss_obj_ce": F.cross_entropy(obj_logits.transpose(1, 2), obj_target, weight=weight)}
+
+
+def box_terms(m: MatchedPairs, criterion: SetCriterion) -> dict[str, Tensor]:
+    """L1 and GIoU losses of the matched subject and object boxes (``[M, 4]`` cxcywh).
+
+    Subject terms are divided by ``num_interactions``; object terms count only pairs whose target object
+    box exists, divided by their number + 1e-4 (the reference's local count).
+    """
+    src_sub = m.outputs.sub_boxes.float()[m.batch_idx, m.query_idx]
+    src_obj = m.outputs.obj_boxes.float()[m.batch_idx, m.query_idx]
+    tgt_sub, tgt_obj = m.gather("sub_boxes", torch.float32), m.gather("obj_boxes", torch.float32)
+    exists = object_existence(tgt_obj).float()  # [M]
+    num_exists = exists.sum() + _EXIST_EPS
+    obj_giou = _giou_loss(src_obj, tgt_obj)
+    return {
+        "loss_sub_bbox": (src_sub - tgt_sub).abs().sum() / m.num_interactions,
+        "loss_obj_bbox": ((src_obj - tgt_obj).abs().sum(dim=-1) * exists).sum() / num_exists,
+        "loss_sub_giou": _giou_loss(src_sub, tgt_sub).sum() / m.num_interactions,
+        # torch.where, not a product: a missing (all-zero) target box must contribute exactly 0
+        "loss_obj_giou": torch.where(exists.bool(), obj_giou, torch.zeros_like(obj_giou)).sum() / num_exists,
+    }
+
+
+#: the per-layer terms of HOICLIP and GEN-VLKT (reference order of the losses)
+DEFAULT_LAYER_TERMS: tuple[LayerTerm, ...] = (hoi_label_term, object_class_term, box_terms)
+
+
 class SetCriterion(nn.Module):
     """Loss of HOICLIP for the last layer and every auxiliary layer.
 
@@ -170,6 +258,10 @@ class SetCriterion(nn.Module):
         config: matching costs and loss weights; ``None`` uses the :class:`LossConfig` defaults.
         aux_loss: also compute the losses of ``outputs.aux``.
         matcher: the matcher to use; ``None`` builds a :class:`HungarianMatcher` from ``config``.
+        layer_terms: the per-layer loss terms (:data:`LayerTerm`; default :data:`DEFAULT_LAYER_TERMS`);
+            each is computed for the last layer and every auxiliary layer.
+        extra_weights: weights of loss names that the default terms do not produce (a term of your own);
+            an unweighted name counts with weight 1.
 
     Examples:
         >>> import torch
@@ -190,6 +282,8 @@ class SetCriterion(nn.Module):
         config: LossConfig | None = None,
         aux_loss: bool = True,
         matcher: HungarianMatcher | None = None,
+        layer_terms: Sequence[LayerTerm] | None = None,
+        extra_weights: dict[str, float] | None = None,
     ) -> None:
         super().__init__()
         if num_obj_classes < 1:
@@ -216,7 +310,9 @@ class SetCriterion(nn.Module):
             "loss_obj_bbox": config.bbox_loss_coef,
             "loss_sub_giou": config.giou_loss_coef,
             "loss_obj_giou": config.giou_loss_coef,
+            **(extra_weights or {}),
         }
+        self.layer_terms: tuple[LayerTerm, ...] = tuple(layer_terms) if layer_terms is not None else DEFAULT_LAYER_TERMS
         class_weight = torch.ones(num_obj_classes + 1)
         class_weight[-1] = config.eos_coef
         self.register_buffer("obj_class_weight", class_weight, persistent=False)
@@ -229,46 +325,11 @@ class SetCriterion(nn.Module):
         indices: list[tuple[Tensor, Tensor]],
         num_interactions: Tensor,
     ) -> dict[str, Tensor]:
-        """The six unweighted losses of one layer (fp32 scalars), given the matching ``indices``."""
-        hoi_logits = outputs.hoi_logits.float()  # [B, Q, C_hoi]
-        obj_logits = outputs.obj_logits.float()  # [B, Q, C_obj + 1]
-        device = hoi_logits.device
-        if obj_logits.shape[-1] != self.num_obj_classes + 1:
-            raise ValueError(
-                f"obj_logits have {obj_logits.shape[-1]} slots, expected num_obj_classes + 1 = "
-                f"{self.num_obj_classes + 1}"
-            )
-        batch_idx = torch.cat([torch.full_like(src, b) for b, (src, _) in enumerate(indices)]).to(device)  # [M]
-        query_idx = torch.cat([src for src, _ in indices]).to(device)  # [M]
-
-        # 1. HOI focal loss: matched queries get their pair's multi-hot target, the others zeros.
-        hoi_target = torch.zeros_like(hoi_logits)
-        if query_idx.numel():
-            hoi_target[batch_idx, query_idx] = _gather(targets, indices, "hoi_labels", torch.float32, device)
-        losses = {"loss_hoi_labels": focal_hoi_loss(hoi_logits, hoi_target, self.focal_alpha)}
-
-        # 2. Object cross-entropy: unmatched queries -> the no-object slot.
-        obj_target = torch.full(obj_logits.shape[:2], self.num_obj_classes, dtype=torch.long, device=device)
-        if query_idx.numel():
-            obj_target[batch_idx, query_idx] = _gather(targets, indices, "obj_labels", torch.long, device)
-        weight = self.obj_class_weight.to(device=device, dtype=torch.float32)
-        losses["loss_obj_ce"] = F.cross_entropy(obj_logits.transpose(1, 2), obj_target, weight=weight)
-
-        # 3. Boxes of the matched pairs, [M, 4] cxcywh.
-        src_sub = outputs.sub_boxes.float()[batch_idx, query_idx]
-        src_obj = outputs.obj_boxes.float()[batch_idx, query_idx]
-        tgt_sub = _gather(targets, indices, "sub_boxes", torch.float32, device)
-        tgt_obj = _gather(targets, indices, "obj_boxes", torch.float32, device)
-        exists = object_existence(tgt_obj).float()  # [M]
-        num_exists = exists.sum() + _EXIST_EPS
-
-        losses["loss_sub_bbox"] = (src_sub - tgt_sub).abs().sum() / num_interactions
-        losses["loss_obj_bbox"] = ((src_obj - tgt_obj).abs().sum(dim=-1) * exists).sum() / num_exists
-        sub_giou = _giou_loss(src_sub, tgt_sub)  # [M] 1 - GIoU
-        obj_giou = _giou_loss(src_obj, tgt_obj)
-        losses["loss_sub_giou"] = sub_giou.sum() / num_interactions
-        # torch.where, not a product: a missing (all-zero) target box must contribute exactly 0.
-        losses["loss_obj_giou"] = torch.where(exists.bool(), obj_giou, torch.zeros_like(obj_giou)).sum() / num_exists
+        """The unweighted losses of one layer (fp32 scalars) from every term, given the matching ``indices``."""
+        matched = MatchedPairs.build(outputs, targets, indices, num_interactions)
+        losses: dict[str, Tensor] = {}
+        for term in self.layer_terms:
+            losses.update(term(matched, self))
         return losses
 
     @torch.no_grad()
@@ -319,14 +380,13 @@ class SetCriterion(nn.Module):
         with torch.autocast(device_type=device.type, enabled=False):
             indices = self.matcher(outputs, targets)
             losses = self.layer_losses(outputs, targets, indices, num_interactions)
-            total = sum(self.weights[k] * losses[k] for k in LOSS_NAMES)
+            total = sum(self.weights.get(k, 1.0) * v for k, v in losses.items())
             if self.aux_loss and outputs.aux:
                 for i, aux in enumerate(outputs.aux):
                     aux_indices = self.matcher(aux, targets)
-                    aux_losses = self.layer_losses(aux, targets, aux_indices, num_interactions)
-                    for k in LOSS_NAMES:
-                        losses[f"{k}_{i}"] = aux_losses[k]
-                        total = total + self.weights[k] * aux_losses[k]
+                    for k, v in self.layer_losses(aux, targets, aux_indices, num_interactions).items():
+                        losses[f"{k}_{i}"] = v
+                        total = total + self.weights.get(k, 1.0) * v
             if outputs.mimic_features is not None and outputs.mimic_target is not None:
                 layers = [("loss_feat_mimic", outputs)]
                 if self.aux_loss and outputs.aux:

@@ -12,10 +12,7 @@ Notation: B images, Q pair queries, D width, S memory cells, n decoder layers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
-from einops import rearrange
 from torch import Tensor, nn
 
 from .transformer import InstanceDecoder, InstanceDecoderLayer, TransformerEncoder
@@ -72,23 +69,6 @@ class GuidedInteractionDecoder(nn.Module):
         return torch.stack(outputs)
 
 
-@dataclass
-class GENTransformerOutput:
-    """What :class:`GENTransformer` returns.
-
-    Attributes:
-        h_hs: ``[n, B, Q, D]`` human-slot features of every instance-decoder layer.
-        o_hs: ``[n, B, Q, D]`` object-slot features.
-        inter_hs: ``[n, B, Q, D]`` interaction features of every interaction-decoder layer.
-        memory: ``[B, S, D]`` encoder memory.
-    """
-
-    h_hs: Tensor
-    o_hs: Tensor
-    inter_hs: Tensor
-    memory: Tensor
-
-
 class GENTransformer(nn.Module):
     """DETR encoder + instance decoder + guided interaction decoder (the reference's ``GEN`` module).
 
@@ -106,10 +86,10 @@ class GENTransformer(nn.Module):
     Example:
         >>> import torch
         >>> t = GENTransformer(d_model=16, nheads=2, dim_feedforward=32, dropout=0.0, enc_layers=1, dec_layers=2)
-        >>> src, pos, mask = torch.randn(1, 16, 2, 3), torch.randn(1, 16, 2, 3), torch.zeros(1, 2, 3, dtype=torch.bool)
-        >>> out = t(src, mask, pos, query_pos=torch.randn(8, 16))  # 4 human + 4 object slots
-        >>> tuple(out.h_hs.shape), tuple(out.inter_hs.shape)
-        ((2, 1, 4, 16), (2, 1, 4, 16))
+        >>> memory, pos = torch.randn(1, 6, 16), torch.randn(1, 6, 16)
+        >>> h_hs, o_hs = torch.randn(2, 1, 4, 16), torch.randn(2, 1, 4, 16)  # 2 layers, 4 pairs
+        >>> t.decode_interactions(h_hs, o_hs, memory, None, pos).shape
+        torch.Size([2, 1, 4, 16])
     """
 
     def __init__(
@@ -124,31 +104,15 @@ class GENTransformer(nn.Module):
             if param.dim() > 1:
                 nn.init.xavier_uniform_(param)
 
-    def encode(self, src: Tensor, mask: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """``src``/``pos`` ``[B, D, h, w]``, ``mask`` ``[B, h, w]`` -> memory ``[B, S, D]``, mask ``[B, S]``,
-        pos ``[B, S, D]``."""
-        src = rearrange(src, "b d h w -> b (h w) d")
-        pos = rearrange(pos, "b d h w -> b (h w) d").to(src.dtype)
-        mask = rearrange(mask, "b h w -> b (h w)")
-        return self.encoder(src, pos, mask), mask, pos
-
-    def decode(self, memory: Tensor, mask: Tensor, pos: Tensor, query_pos: Tensor) -> GENTransformerOutput:
-        """Instance decoder over ``2Q`` slots, then the interaction decoder guided by its layers.
+    def decode_interactions(self, h_hs: Tensor, o_hs: Tensor, memory: Tensor, mask: Tensor, pos: Tensor) -> Tensor:
+        """The interaction decoder over the memory, layer l guided by the mean of instance layer l's pairs.
 
         Args:
+            h_hs, o_hs: ``[n, B, Q, D]`` human and object slots of every instance-decoder layer.
             memory: ``[B, S, D]``; ``mask`` ``[B, S]``; ``pos`` ``[B, S, D]``.
-            query_pos: ``[2Q, D]`` or ``[B, 2Q, D]`` (human slots first, then object slots).
-        """
-        if query_pos.dim() == 2:
-            query_pos = query_pos.unsqueeze(0).expand(memory.shape[0], -1, -1)
-        hs = self.instance_decoder(torch.zeros_like(query_pos), memory, mask, pos, query_pos)  # [n, B, 2Q, D]
-        num_queries = query_pos.shape[1] // 2
-        h_hs, o_hs = hs[:, :, :num_queries], hs[:, :, num_queries:]
-        guides = (h_hs + o_hs) / 2.0  # [n, B, Q, D]: pair i of layer l guides interaction layer l
-        inter_hs = self.interaction_decoder(torch.zeros_like(guides[0]), memory, mask, pos, guides)
-        return GENTransformerOutput(h_hs=h_hs, o_hs=o_hs, inter_hs=inter_hs, memory=memory)
 
-    def forward(self, src: Tensor, mask: Tensor, pos: Tensor, query_pos: Tensor) -> GENTransformerOutput:
-        """Encode ``src`` ``[B, D, h, w]`` (mask ``[B, h, w]``, pos ``[B, D, h, w]``) and decode ``query_pos``."""
-        memory, flat_mask, flat_pos = self.encode(src, mask, pos)
-        return self.decode(memory, flat_mask, flat_pos, query_pos)
+        Returns:
+            ``[n, B, Q, D]`` interaction features.
+        """
+        guides = (h_hs + o_hs) / 2.0
+        return self.interaction_decoder(torch.zeros_like(guides[0]), memory, mask, pos, guides)

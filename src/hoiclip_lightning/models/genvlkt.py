@@ -38,13 +38,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigurationError
-from ..structures import HOIOutputs
 from ..vocabulary import HOIVocabulary
 from .backbone import Backbone
 from .clip_encoder import CLIPEncoder
 from .gen_transformer import GENTransformer
-from .heads import LOGIT_SCALE_INIT, MLP, hoi_logits, object_logits, text_classifier
-from .position_encoding import PositionEmbeddingSine
+from .heads import hoi_logits
+from .hoi_model import EncodedImage, HOIModel
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +101,7 @@ class GENVLKTConfig:
     aux_loss: bool = True
 
 
-class GENVLKT(nn.Module):
+class GENVLKT(HOIModel):
     """The GEN-VLKT model.
 
     Args:
@@ -131,57 +130,32 @@ class GENVLKT(nn.Module):
     def __init__(
         self, vocabulary: HOIVocabulary, zero_shot: str = "default", config: GENVLKTConfig | None = None
     ) -> None:
-        super().__init__()
+        super().__init__(vocabulary, zero_shot)
         cfg = config if config is not None else GENVLKTConfig()
         _check_config(cfg)
-        self.vocabulary, self.config, self.zero_shot = vocabulary, cfg, zero_shot
-        self.train_hoi_ids: list[int] = vocabulary.seen_hois(zero_shot)
-        if not self.train_hoi_ids:
-            raise ConfigurationError(f"zero-shot split {zero_shot!r} leaves no training HOI class")
-        d = cfg.hidden_dim
+        self.config, self.aux_loss = cfg, cfg.aux_loss
+        self.prompt_options = dict(templates=cfg.prompt_templates, cache_dir=cfg.prompt_cache_dir,
+                                   use_cache=cfg.prompt_cache)
+        self._eval_head_bias = cfg.text_classifier_bias
         self.clip = CLIPEncoder(cfg.clip_model, cfg.clip_pretrained, cfg.clip_precision, frozen=True)
-        embed = self.clip.embed_dim
-
-        # detector: backbone, encoder, instance decoder, guided interaction decoder, box heads
-        self.backbone = Backbone(cfg.backbone, cfg.train_backbone, cfg.backbone_norm, cfg.padding_invariant)
-        self.position_embedding = PositionEmbeddingSine(d // 2)
-        self.input_proj = nn.Conv2d(self.backbone.num_channels, d, kernel_size=1)
-        self.query_embed_h = nn.Embedding(cfg.num_queries, d)
-        self.query_embed_o = nn.Embedding(cfg.num_queries, d)
-        self.pos_guided_embedd = nn.Embedding(cfg.num_queries, d)
-        nn.init.uniform_(self.pos_guided_embedd.weight)
-        self.transformer = GENTransformer(d, cfg.nheads, cfg.dim_feedforward, cfg.dropout, cfg.enc_layers,
-                                          cfg.dec_layers)
-        self.hum_bbox_embed = MLP(d, d, 4, 3)
-        self.obj_bbox_embed = MLP(d, d, 4, 3)
+        d = cfg.hidden_dim
+        self._build_detector(
+            Backbone(cfg.backbone, cfg.train_backbone, cfg.backbone_norm, cfg.padding_invariant), d, cfg.num_queries,
+            lambda: GENTransformer(d, cfg.nheads, cfg.dim_feedforward, cfg.dropout, cfg.enc_layers, cfg.dec_layers),
+        )
 
         # CLIP-text classifiers (object: prompts + "nothing"; HOI: training classes, all classes for eval)
-        hoi_text, obj_text = self._encode_prompts(vocabulary)
+        hoi_text, obj_text = self._encode_vocabulary(vocabulary)
         self.register_buffer("hoi_text_embeds", F.normalize(hoi_text, dim=-1))
         if not cfg.text_init:
             hoi_text, obj_text = torch.randn_like(hoi_text), torch.randn_like(obj_text)
         bias, trainable = cfg.text_classifier_bias, cfg.train_text_classifiers
-        self.obj_class_fc = nn.Sequential(nn.Linear(d, embed), nn.LayerNorm(embed))
-        self.obj_visual_projection = text_classifier(obj_text, bias, trainable)
-        self.obj_logit_scale = nn.Parameter(torch.tensor(LOGIT_SCALE_INIT))
-        self.hoi_class_fc = nn.Sequential(nn.Linear(d, embed), nn.LayerNorm(embed))
-        self.visual_projection = text_classifier(hoi_text[self.train_hoi_ids], bias, trainable)
-        self.eval_visual_projection: nn.Linear | None = None
-        if len(self.train_hoi_ids) < vocabulary.num_hois:
-            self.eval_visual_projection = text_classifier(hoi_text, bias, trainable=False)
-        self.logit_scale = nn.Parameter(torch.tensor(LOGIT_SCALE_INIT))
+        self._build_object_classifier(d, obj_text, bias, trainable)
+        self.hoi_class_fc = nn.Sequential(nn.Linear(d, self.clip.embed_dim), nn.LayerNorm(self.clip.embed_dim))
+        self._build_hoi_classifier(hoi_text, bias, trainable, eval_bias=bias)
 
         if cfg.detr_checkpoint:
             self._load_detector(cfg.detr_checkpoint)
-
-    def _encode_prompts(self, vocabulary: HOIVocabulary) -> tuple[Tensor, Tensor]:
-        from ..knowledge.prompts import encode_prompts
-
-        cfg = self.config
-        kwargs = dict(templates=cfg.prompt_templates, cache_dir=cfg.prompt_cache_dir, use_cache=cfg.prompt_cache)
-        with torch.no_grad():
-            return (encode_prompts(self.clip, vocabulary.hoi_prompts, **kwargs),
-                    encode_prompts(self.clip, vocabulary.object_prompts, **kwargs))
 
     def _load_detector(self, path: str) -> None:
         from .detr_checkpoint import load_detr_checkpoint
@@ -191,93 +165,27 @@ class GENVLKT(nn.Module):
             self.transformer.interaction_decoder.load_state_dict(self.transformer.instance_decoder.state_dict())
             log.info("interaction decoder initialised as a copy of the loaded instance decoder")
 
-    # ------------------------------------------------------------------ what HOICLIPModule asks of a model
-    @property
-    def is_zero_shot(self) -> bool:
-        """True when training scores fewer classes than the vocabulary has."""
-        return len(self.train_hoi_ids) < self.vocabulary.num_hois
+    def param_group_of(self, name: str) -> str:
+        """The text classifiers train at ``lr_clip`` (the reference's ``--ft_clip_with_small_lr``)."""
+        if name.startswith(("visual_projection.", "obj_visual_projection.")):
+            return "clip"
+        return super().param_group_of(name)
 
-    def hoi_class_ids(self, all_classes: bool) -> list[int]:
-        """Vocabulary HOI class of each ``hoi_logits`` column for the given ``all_classes`` setting."""
-        return list(range(self.vocabulary.num_hois)) if all_classes else list(self.train_hoi_ids)
+    # ------------------------------------------------------------------ the method's branch
+    def decode_interactions(self, enc: EncodedImage, h_hs: Tensor, o_hs: Tensor, clip_tokens: Tensor) -> Tensor:
+        """Guided interaction decoder over the memory, then ``hoi_class_fc`` into CLIP space -> ``[n, B, Q, E]``."""
+        return self.hoi_class_fc(self.transformer.decode_interactions(h_hs, o_hs, enc.memory, enc.mask, enc.pos))
 
-    def param_groups(self) -> dict[str, list[nn.Parameter]]:
-        """Trainable parameters: ``backbone`` (lr_backbone), ``clip`` (the text classifiers, lr_clip, as the
-        reference's ``--ft_clip_with_small_lr``) and ``rest`` (lr). Frozen parameters are left out."""
-        groups: dict[str, list[nn.Parameter]] = {"backbone": [], "clip": [], "rest": []}
-        for name, param in self.named_parameters():
-            if param.requires_grad:
-                group = ("backbone" if name.startswith("backbone.") else
-                         "clip" if name.startswith(("visual_projection.", "obj_visual_projection.")) else "rest")
-                groups[group].append(param)
-        return groups
+    def classify_interactions(self, inter: Tensor, all_classes: bool) -> Tensor:
+        """The CLIP-text HOI classifier (no verb adapter)."""
+        return hoi_logits(inter, self.hoi_head(all_classes), self.logit_scale)
 
-    def set_vocabulary(self, vocabulary: HOIVocabulary, zero_shot: str = "default") -> None:
-        """Not available for GEN-VLKT yet (HOICLIP has it); raises :class:`ConfigurationError`."""
-        raise ConfigurationError("GENVLKT cannot switch its vocabulary after construction yet; build a new model "
-                                 "with the vocabulary (the classifiers are initialised from its prompts)")
-
-    def vocabulary_tensors(self, vocabulary: HOIVocabulary, train_hoi_ids: list[int]) -> dict[str, Tensor]:
-        """Not available for GEN-VLKT yet (see :meth:`set_vocabulary`)."""
-        self.set_vocabulary(vocabulary)
-        return {}
-
-    def query_pos(self) -> Tensor:
-        """``[2Q, D]`` query positions: human slots then object slots, each + the pair's position guide."""
-        guide = self.pos_guided_embedd.weight
-        return torch.cat([self.query_embed_h.weight + guide, self.query_embed_o.weight + guide])
-
-    # ------------------------------------------------------------------ forward
-    def forward(
-        self, images: Tensor, pixel_mask: Tensor, clip_images: Tensor, all_classes: bool | None = None
-    ) -> HOIOutputs:
-        """Detect human-object interactions.
-
-        Args:
-            images: ``[B, 3, H, W]`` detector images (ImageNet-normalised, zero-padded).
-            pixel_mask: ``[B, H, W]`` bool, True on padding.
-            clip_images: ``[B, 3, S, S]`` CLIP views (the mimic teacher's input).
-            all_classes: score all vocabulary classes (True) or the training classes (False); ``None``:
-                training classes in training mode, all classes in eval mode.
-
-        Returns:
-            :class:`HOIOutputs`: ``sub_boxes``/``obj_boxes`` ``[B, Q, 4]``, ``obj_logits`` ``[B, Q, C_obj + 1]``,
-            ``hoi_logits`` ``[B, Q, C_hoi]``, ``clip_logits`` ``[B, C_hoi_all]``, ``clip_image_embeds``
-            ``[B, E]`` (normalised), ``hoi_features`` ``[B, Q, E]`` (normalised), with ``mimic``
-            ``mimic_features`` ``[B, Q, E]`` and ``mimic_target`` ``[B, E]``, and with ``aux_loss`` ``aux``
-            for layers ``0 .. n-2`` (boxes, logits and their ``mimic_features``).
-        """
-        if all_classes is None:
-            all_classes = not self.training
-        features, mask = self.backbone(images, pixel_mask)
-        pos = self.position_embedding(mask)
-        out = self.transformer(self.input_proj(features), mask, pos, self.query_pos())
-
-        sub_boxes = self.hum_bbox_embed(out.h_hs).sigmoid()  # [n, B, Q, 4]
-        obj_boxes = self.obj_bbox_embed(out.o_hs).sigmoid()
-        obj_logits = object_logits(out.o_hs, self.obj_class_fc, self.obj_visual_projection, self.obj_logit_scale)
-        inter = self.hoi_class_fc(out.inter_hs)  # [n, B, Q, E] un-normalised interaction features
-        use_eval_head = all_classes and self.eval_visual_projection is not None
-        head = self.eval_visual_projection if use_eval_head else self.visual_projection
-        hoi = hoi_logits(inter, head, self.logit_scale)  # [n, B, Q, C_hoi]
-
-        clip_embeds, _ = self.clip.encode_image(clip_images)  # [B, E] un-normalised
-        clip_embeds = clip_embeds.float()
-        clip_image_embeds = F.normalize(clip_embeds, dim=-1)
-        with torch.no_grad():
-            clip_logits = clip_image_embeds @ self.hoi_text_embeds.t()
-        mimic = self.config.mimic
-        aux = None
-        if self.config.aux_loss:
-            aux = [HOIOutputs(sub_boxes=sub_boxes[i], obj_boxes=obj_boxes[i], obj_logits=obj_logits[i],
-                              hoi_logits=hoi[i], mimic_features=inter[i] if mimic else None)
-                   for i in range(sub_boxes.shape[0] - 1)]
-        return HOIOutputs(
-            sub_boxes=sub_boxes[-1], obj_boxes=obj_boxes[-1], obj_logits=obj_logits[-1], hoi_logits=hoi[-1],
-            clip_logits=clip_logits, clip_image_embeds=clip_image_embeds,
-            hoi_features=F.normalize(inter[-1], dim=-1), aux=aux,
-            mimic_features=inter[-1] if mimic else None, mimic_target=clip_embeds.detach() if mimic else None,
-        )
+    def extra_outputs(self, inter: Tensor, clip_embeds: Tensor) -> tuple[dict, list[dict]]:
+        """``mimic_features`` (every layer) and ``mimic_target`` (CLIP's global image embedding, detached)."""
+        if not self.config.mimic:
+            return super().extra_outputs(inter, clip_embeds)
+        return ({"mimic_features": inter[-1], "mimic_target": clip_embeds.detach()},
+                [{"mimic_features": inter[i]} for i in range(inter.shape[0] - 1)])
 
 
 def _check_config(cfg: GENVLKTConfig) -> None:

@@ -43,6 +43,8 @@ class GENVLKTModule(HOICLIPModule):
         metric_protocol: ``official`` or ``reference`` HICO-DET evaluation.
         rare_from_training_file: rare split from the training annotation file in use.
         per_class_ap_dir: where test runs write ``per_class_ap.csv``.
+        skip_non_finite_steps: batches with a non-finite value that may be skipped before the run stops
+            (as for :class:`HOICLIPModule`).
     """
 
     def __init__(
@@ -56,6 +58,7 @@ class GENVLKTModule(HOICLIPModule):
         metric_protocol: Literal["official", "reference"] = "official",
         rare_from_training_file: bool = False,
         per_class_ap_dir: str | None = None,
+        skip_non_finite_steps: int = 0,
     ) -> None:
         super().__init__(
             vocabulary=vocabulary,
@@ -67,8 +70,9 @@ class GENVLKTModule(HOICLIPModule):
             metric_protocol=metric_protocol,
             rare_from_training_file=rare_from_training_file,
             per_class_ap_dir=per_class_ap_dir,
+            skip_non_finite_steps=skip_non_finite_steps,
         )
 
     def build_model(self) -> GENVLKT:
         """A :class:`GENVLKT` for the module's vocabulary, zero-shot split and ``net`` config."""
-        return GENVLKT(self.vocab, zero_shot=self.zero_shot, config=self.net_config)
+        return GENVLKT(self.vocabulary, zero_shot=self.zero_shot, config=self.net_config)

@@ -38,6 +38,7 @@ from .guard import (
     optimizer_state_tensors,
     output_tensors,
 )
+from .label_space import VOCABULARY_KEYS, checkpoint_vocabulary, remap_vocabulary_rows, vocabulary_row_ids
 
 __all__ = ["HOICLIPModule", "NonFiniteLossError"]  # the error lives in errors.py; imported here too
 
@@ -46,21 +47,6 @@ log = logging.getLogger(__name__)
 # the hyper-parameters saved in checkpoints hold these dataclasses; allow-listing them lets
 # `HOICLIPModule.load_from_checkpoint` work with torch.load's default `weights_only=True`
 torch.serialization.add_safe_globals([HOICLIPConfig, LossConfig, OptimizerConfig, PostProcessConfig])
-
-
-def _vocabulary_keys() -> tuple[str, ...]:
-    from .hoiclip import VOCABULARY_KEYS
-
-    return VOCABULARY_KEYS
-
-
-def _split_of_state(vocab: HOIVocabulary, state: dict[str, Any], guess: str) -> str:
-    """The zero-shot split whose seen-class count matches the stored training head (``guess`` if unclear)."""
-    head = state.get("model.visual_projection.weight")
-    if head is None or (guess in vocab.zero_shot_unseen and len(vocab.seen_hois(guess)) == head.shape[0]):
-        return guess
-    matches = [s for s in vocab.zero_shot_splits if len(vocab.seen_hois(s)) == head.shape[0]]
-    return matches[0] if len(matches) == 1 else guess
 
 
 class HOICLIPModule(L.LightningModule):
@@ -113,7 +99,7 @@ class HOICLIPModule(L.LightningModule):
         self.postprocess_config = postprocess or PostProcessConfig()
         self.optimizer_config = optimizer or OptimizerConfig()
         self.save_hyperparameters()
-        self.vocab = HOIVocabulary.resolve(vocabulary)
+        self.vocabulary = HOIVocabulary.resolve(vocabulary)
         self.zero_shot = zero_shot
         self.metric_protocol = metric_protocol
         self.rare_from_training_file = rare_from_training_file
@@ -130,11 +116,11 @@ class HOICLIPModule(L.LightningModule):
         self.hoi_train_counts: torch.Tensor | None = None
 
     def build_model(self) -> torch.nn.Module:
-        """The network, from ``self.vocab``, ``self.zero_shot`` and ``self.net_config`` (a subclass such as
+        """The network, from ``self.vocabulary``, ``self.zero_shot`` and ``self.net_config`` (a subclass such as
         :class:`~hoiclip_lightning.models.GENVLKTModule` builds another one)."""
         from .hoiclip import HOICLIP
 
-        return HOICLIP(self.vocab, zero_shot=self.zero_shot, config=self.net_config)
+        return HOICLIP(self.vocabulary, zero_shot=self.zero_shot, config=self.net_config)
 
     def _build_label_space_parts(self) -> None:
         """Criterion, post-processor and metrics for the current vocabulary and zero-shot split."""
@@ -143,14 +129,14 @@ class HOICLIPModule(L.LightningModule):
         from .postprocess import HOIPostProcessor
 
         self.criterion = SetCriterion(
-            num_obj_classes=self.vocab.num_objects, config=self.loss_config, aux_loss=self.net_config.aux_loss
+            num_obj_classes=self.vocabulary.num_objects, config=self.loss_config, aux_loss=self.net_config.aux_loss
         )
         pp = self.postprocess_config
-        all_ids = list(range(self.vocab.num_hois))
+        all_ids = list(range(self.vocabulary.num_hois))
         self.postprocessor = HOIPostProcessor(
             hoi_ids=all_ids,
-            hoi_to_object=self.vocab.hoi_to_object(),
-            hoi_to_verb=self.vocab.hoi_to_verb(),
+            hoi_to_object=self.vocabulary.hoi_to_object(),
+            hoi_to_verb=self.vocabulary.hoi_to_verb(),
             topk=pp.topk,
             score_mode=pp.score_mode,
             object_score=pp.object_score,
@@ -159,16 +145,16 @@ class HOICLIPModule(L.LightningModule):
             nms_alpha=pp.nms_alpha,
             nms_beta=pp.nms_beta,
         )
-        rare = list(self.vocab.rare_hois)
+        rare = list(self.vocabulary.rare_hois)
         self.val_metric = self._new_metric(rare)
         self.test_metric = self._new_metric(rare)
         self.use_tfe = pp.tfe and self.net_config.clip_model is not None
         self.val_metric_tfe = self._new_metric(rare) if self.use_tfe else None
         self.test_metric_tfe = self._new_metric(rare) if self.use_tfe else None
         # V-COCO-style vocabularies (roles without object) also get the role AP of Scenario 1 and 2
-        has_roles = self.vocab.no_object_index is not None
-        self.val_role_metric = VCOCORoleAP(self.vocab) if has_roles else None
-        self.test_role_metric = VCOCORoleAP(self.vocab) if has_roles else None
+        has_roles = self.vocabulary.no_object_index is not None
+        self.val_role_metric = VCOCORoleAP(self.vocabulary) if has_roles else None
+        self.test_role_metric = VCOCORoleAP(self.vocabulary) if has_roles else None
 
     def _new_metric(self, rare: list[int]) -> Any:
         """A fresh HICO-DET metric for the current vocabulary (a method, not a lambda: the module pickles
@@ -176,11 +162,11 @@ class HOICLIPModule(L.LightningModule):
         from ..metrics import HICODetMAP
 
         return HICODetMAP(
-            num_hois=self.vocab.num_hois,
+            num_hois=self.vocabulary.num_hois,
             protocol=self.metric_protocol,
             rare_hois=rare,
-            unseen_hois=self.vocab.unseen_hois(self.zero_shot) or None,
-            hoi_to_object=self.vocab.hoi_to_object().tolist(),
+            unseen_hois=self.vocabulary.unseen_hois(self.zero_shot) or None,
+            hoi_to_object=self.vocabulary.hoi_to_object().tolist(),
         )
 
     # ------------------------------------------------------------------ open vocabulary
@@ -204,7 +190,7 @@ class HOICLIPModule(L.LightningModule):
         if zero_shot is None:
             zero_shot = self.zero_shot if self.zero_shot in vocab.zero_shot_unseen else "default"
         self.model.set_vocabulary(vocab, zero_shot)
-        self.vocab, self.zero_shot = vocab, zero_shot
+        self.vocabulary, self.zero_shot = vocab, zero_shot
         self.hparams["zero_shot"] = zero_shot
         if not isinstance(vocabulary, HOIVocabulary):
             self.hparams["vocabulary"] = str(vocabulary)
@@ -220,21 +206,14 @@ class HOICLIPModule(L.LightningModule):
         The module's vocabulary (the one asked for at construction, e.g. ``load_from_checkpoint(path,
         vocabulary=...)`` or the CLI's ``--data.init_args.vocabulary``) wins: the vocabulary-dependent
         tensors of ``checkpoint["state_dict"]`` are rewritten in place to its shapes, keeping the stored rows
-        of classes present in both (see :func:`~hoiclip_lightning.models.hoiclip.remap_vocabulary_rows`).
+        of classes present in both (see :func:`~hoiclip_lightning.models.label_space.remap_vocabulary_rows`).
         When the construction asked for the same vocabulary spec as the checkpoint records but its label
         space differs (a vocabulary switched with :meth:`set_vocabulary`, or an edited JSON file), the
         module adopts the stored vocabulary instead.
         """
-        from .hoiclip import remap_vocabulary_rows, vocabulary_row_ids
-
-        hp = checkpoint.get("hyper_parameters") or {}  # note: load_from_checkpoint's kwargs are merged in
         stored = checkpoint.get("hoiclip_vocabulary")
-        old_zero_shot = checkpoint.get("hoiclip_zero_shot", hp.get("zero_shot", "default"))
-        try:
-            old_vocab = (HOIVocabulary.from_dict(dict(stored), source="checkpoint 'hoiclip_vocabulary'")
-                         if stored is not None else HOIVocabulary.resolve(hp.get("vocabulary", "hico_det")))
-            if "hoiclip_zero_shot" not in checkpoint:  # older checkpoint: `hp` may hold the requested split
-                old_zero_shot = _split_of_state(old_vocab, checkpoint.get("state_dict", {}), old_zero_shot)
+        try:  # note: load_from_checkpoint's kwargs are merged into the stored hyper-parameters
+            old_vocab, old_zero_shot = checkpoint_vocabulary(checkpoint)
             old_train = old_vocab.seen_hois(old_zero_shot)
         except Exception as err:  # noqa: BLE001 - without a readable vocabulary the state dict is used as is
             log.warning("checkpoint vocabulary unreadable (%s); loading the state dict unchanged", err)
@@ -243,7 +222,7 @@ class HOICLIPModule(L.LightningModule):
         def label_space(vocab: HOIVocabulary, train: list[int]) -> tuple:
             return list(vocab.objects), list(vocab.verbs), list(vocab.hois), list(train)
 
-        mine = label_space(self.vocab, self.model.train_hoi_ids)
+        mine = label_space(self.vocabulary, self.model.train_hoi_ids)
         theirs = label_space(old_vocab, old_train)
         if mine == theirs:
             return
@@ -257,7 +236,7 @@ class HOICLIPModule(L.LightningModule):
             return
         rank_zero_info(
             f"checkpoint vocabulary {old_vocab.name!r} ({old_vocab.num_hois} HOIs, split {old_zero_shot!r}) differs "
-            f"from the requested {self.vocab.name!r} ({self.vocab.num_hois} HOIs, split {self.zero_shot!r}); "
+            f"from the requested {self.vocabulary.name!r} ({self.vocabulary.num_hois} HOIs, split {self.zero_shot!r}); "
             "rebuilding the text classifiers (shared classes keep their trained rows)"
         )
         state = checkpoint["state_dict"]
@@ -268,16 +247,16 @@ class HOICLIPModule(L.LightningModule):
         if clip_state:
             self.model.clip.load_state_dict(clip_state, strict=False)
         own = {prefix + k: v for k, v in
-               self.model.vocabulary_tensors(self.vocab, self.model.train_hoi_ids).items()}
+               self.model.vocabulary_tensors(self.vocabulary, self.model.train_hoi_ids).items()}
         merged = remap_vocabulary_rows(
             state, vocabulary_row_ids(old_vocab, old_train), own,
-            vocabulary_row_ids(self.vocab, self.model.train_hoi_ids), prefix=prefix,
+            vocabulary_row_ids(self.vocabulary, self.model.train_hoi_ids), prefix=prefix,
         )
-        for key in [k for k in state if k.startswith(prefix) and k[len(prefix):] in _vocabulary_keys()]:
+        for key in [k for k in state if k.startswith(prefix) and k[len(prefix):] in VOCABULARY_KEYS]:
             if key not in merged:
                 del state[key]  # e.g. the zero-shot evaluation head of a split this module does not use
         state.update(merged)
-        checkpoint["hoiclip_vocabulary"] = self.vocab.to_dict()
+        checkpoint["hoiclip_vocabulary"] = self.vocabulary.to_dict()
 
     # ------------------------------------------------------------------ set-up
     def check_clip_image_size(self, datamodule: object) -> None:
@@ -308,10 +287,11 @@ class HOICLIPModule(L.LightningModule):
         if dm is None:
             return
         dm_vocab = getattr(dm, "vocabulary", None)
-        if dm_vocab is not None and dm_vocab.hois != self.vocab.hois:
+        if dm_vocab is not None and dm_vocab.hois != self.vocabulary.hois:
             raise ConfigurationError(
                 f"the datamodule's vocabulary {dm_vocab.name!r} ({dm_vocab.num_hois} HOIs) differs from the model's "
-                f"{self.vocab.name!r} ({self.vocab.num_hois} HOIs); set the same `vocabulary` for data and model"
+                f"{self.vocabulary.name!r} ({self.vocabulary.num_hois} HOIs); set the same `vocabulary` for data and "
+                "model"
             )
         dm_zero_shot = getattr(dm, "zero_shot", self.zero_shot)
         if dm_zero_shot != self.zero_shot:
@@ -326,7 +306,7 @@ class HOICLIPModule(L.LightningModule):
         if counts is not None:
             self.hoi_train_counts = torch.as_tensor(counts)
         if self.rare_from_training_file:
-            rare = list(dm.rare_hoi_ids_from_train) if counts is not None else list(self.vocab.rare_hois)
+            rare = list(dm.rare_hoi_ids_from_train) if counts is not None else list(self.vocabulary.rare_hois)
             self.val_metric = self._new_metric(rare)
             self.test_metric = self._new_metric(rare)
             if self.use_tfe:
@@ -487,8 +467,8 @@ class HOICLIPModule(L.LightningModule):
         out_dir = Path(self.per_class_ap_dir or (self.trainer.log_dir or "."))
         out_dir.mkdir(parents=True, exist_ok=True)
         counts = self.hoi_train_counts
-        path = write_per_class_ap(out_dir / "per_class_ap.csv", self.vocab, ap.tolist(),
-                                  unseen_hois=self.vocab.unseen_hois(self.zero_shot),
+        path = write_per_class_ap(out_dir / "per_class_ap.csv", self.vocabulary, ap.tolist(),
+                                  unseen_hois=self.vocabulary.unseen_hois(self.zero_shot),
                                   train_counts=None if counts is None else counts.tolist())
         rank_zero_info(f"per-class AP written to {path}")
         if counts is not None:
@@ -554,7 +534,7 @@ class HOICLIPModule(L.LightningModule):
             )
         checkpoint["hoiclip_non_finite_skips"] = self.non_finite_skips
         # the vocabulary travels inside the checkpoint, so a checkpoint is usable without the data folder
-        checkpoint["hoiclip_vocabulary"] = self.vocab.to_dict()
+        checkpoint["hoiclip_vocabulary"] = self.vocabulary.to_dict()
         # with the spec and split it was built from (a vocabulary set with `set_vocabulary` is reloaded)
         checkpoint["hoiclip_vocabulary_spec"] = self.hparams.get("vocabulary")
         checkpoint["hoiclip_zero_shot"] = self.zero_shot

@@ -1,4 +1,4 @@
-"""DETR encoder, the instance decoder and the container that joins them with the interaction decoder.
+"""DETR encoder, the instance decoder and HOICLIP's container that holds them with its interaction decoder.
 
 All attention modules are :class:`torch.nn.MultiheadAttention` with ``batch_first=True``, so every
 sequence here is ``[B, S, D]`` (batch first) rather than DETR's sequence-first ``[S, B, D]``. The
@@ -11,11 +11,8 @@ Layers are post-norm (LayerNorm after each residual sum), ReLU FFNs, as in DETR.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import Tensor, nn
 
 from .interaction import CLIPInteractionDecoder
@@ -142,25 +139,11 @@ class InstanceDecoder(nn.Module):
         return torch.stack(outputs)
 
 
-@dataclass
-class TransformerOutput:
-    """What :class:`HOITransformer` returns.
-
-    Attributes:
-        h_hs: ``[n_dec, B, Q, D]`` human-slot features of every instance-decoder layer.
-        o_hs: ``[n_dec, B, Q, D]`` object-slot features.
-        inter_hs: ``[n_inter, B, Q, E]`` interaction features in CLIP's joint space (un-normalised).
-        memory: ``[B, S, D]`` encoder memory.
-    """
-
-    h_hs: Tensor
-    o_hs: Tensor
-    inter_hs: Tensor
-    memory: Tensor
-
-
 class HOITransformer(nn.Module):
     """DETR encoder + instance decoder + CLIP interaction decoder (the reference's ``GEN`` module).
+
+    A container with the reference's parameter names; :class:`~.hoi_model.HOIModel` runs the encoder and
+    the instance decoder, :meth:`decode_interactions` the interaction branch.
 
     Sub-module names follow the reference: ``encoder``, ``instance_decoder``, ``clip_interaction_decoder``,
     ``queries2spacial_proj`` / ``queries2spacial_proj_norm`` (pair query -> width W) and ``obj_class_fc`` /
@@ -225,72 +208,19 @@ class HOITransformer(nn.Module):
             if param.dim() > 1:
                 nn.init.xavier_uniform_(param)
 
-    def encode(self, src: Tensor, mask: Tensor, pos: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Flatten the feature map and run the encoder.
+    def decode_interactions(
+        self, h_last: Tensor, o_last: Tensor, memory: Tensor, mask: Tensor, clip_tokens: Tensor | None
+    ) -> Tensor:
+        """The CLIP interaction decoder, started from the mean of each pair's last-layer slots.
 
         Args:
-            src: ``[B, D, h, w]`` projected C5 features.
-            mask: ``[B, h, w]`` bool padding mask (True = pad).
-            pos: ``[B, D, h, w]`` positional encoding.
-
-        Returns:
-            ``memory`` ``[B, S, D]`` (S = h * w), flattened ``mask`` ``[B, S]`` and ``pos`` ``[B, S, D]``.
-        """
-        src = rearrange(src, "b d h w -> b (h w) d")
-        pos = rearrange(pos, "b d h w -> b (h w) d").to(src.dtype)
-        mask = rearrange(mask, "b h w -> b (h w)")
-        return self.encoder(src, pos, mask), mask, pos
-
-    def decode(
-        self,
-        memory: Tensor,
-        mask: Tensor,
-        pos: Tensor,
-        query_pos: Tensor,
-        clip_tokens: Tensor | None,
-        tgt: Tensor | None = None,
-    ) -> TransformerOutput:
-        """Decode the pair queries against the memory, then the interactions.
-
-        Args:
-            memory: ``[B, S, D]`` encoder memory.
-            mask: ``[B, S]`` bool padding mask.
-            pos: ``[B, S, D]`` flattened positional encoding.
-            query_pos: ``[2Q, D]`` or ``[B, 2Q, D]`` query positional embeddings (human slots first).
+            h_last, o_last: ``[B, Q, D]`` human and object slots of the last instance-decoder layer.
+            memory: ``[B, S, D]`` encoder memory; ``mask`` ``[B, S]`` bool padding mask.
             clip_tokens: ``[B, L, W]`` CLIP spatial tokens (None when CLIP retrieval is off).
-            tgt: ``[B, 2Q, D]`` initial query content; None gives zeros (DETR).
 
         Returns:
-            :class:`TransformerOutput`.
+            ``[n_inter, B, Q, E]`` interaction features in CLIP's joint space (un-normalised).
         """
-        if query_pos.dim() == 2:
-            query_pos = query_pos.unsqueeze(0).expand(memory.shape[0], -1, -1)
-        if tgt is None:
-            tgt = torch.zeros_like(query_pos)
-        hs = self.instance_decoder(tgt, memory, mask, pos, query_pos)  # [n, B, 2Q, D]
-        num_queries = query_pos.shape[1] // 2
-        h_hs, o_hs = hs[:, :, :num_queries], hs[:, :, num_queries:]
-
-        q0 = self.queries2spacial_proj_norm(self.queries2spacial_proj((h_hs[-1] + o_hs[-1]) / 2))  # [B, Q, W]
+        q0 = self.queries2spacial_proj_norm(self.queries2spacial_proj((h_last + o_last) / 2))  # [B, Q, W]
         mem_w = self.obj_class_ln(self.obj_class_fc(memory))  # [B, S, W]
-        inter_hs = self.clip_interaction_decoder(q0, clip_tokens, mem_w, mask)
-        return TransformerOutput(h_hs=h_hs, o_hs=o_hs, inter_hs=inter_hs, memory=memory)
-
-    def forward(
-        self, src: Tensor, mask: Tensor, pos: Tensor, query_pos: Tensor, clip_tokens: Tensor | None
-    ) -> TransformerOutput:
-        """Encode the image features, decode the pair queries, decode the interactions.
-
-        Args:
-            src: ``[B, D, h, w]`` projected C5 features.
-            mask: ``[B, h, w]`` bool padding mask (True = pad).
-            pos: ``[B, D, h, w]`` positional encoding.
-            query_pos: ``[2Q, D]`` query positional embeddings (human slots first, then object slots).
-            clip_tokens: ``[B, L, W]`` CLIP spatial tokens (None when CLIP retrieval is off).
-
-        Returns:
-            :class:`TransformerOutput` (``h_hs``/``o_hs`` ``[n_dec, B, Q, D]``, ``inter_hs``
-            ``[n_inter, B, Q, E]``, ``memory`` ``[B, S, D]``).
-        """
-        memory, mask, pos = self.encode(src, mask, pos)
-        return self.decode(memory, mask, pos, query_pos, clip_tokens)
+        return self.clip_interaction_decoder(q0, clip_tokens, mem_w, mask)
