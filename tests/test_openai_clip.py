@@ -132,3 +132,28 @@ def test_architecture_read_from_openai_layout(archive):
            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 512, "layers": 12}}
     assert registered_clip_name(b32) == "ViT-B-32-quickgelu"
     assert registered_clip_name(dict(b32, vision_cfg=dict(b32["vision_cfg"], layers=6))) is None
+
+
+def test_a_checkpoint_remembers_the_activation_its_weights_chose(archive, tmp_path):
+    """`clip_quick_gelu: null` + OpenAI weights -> QuickGELU; the predictor rebuilds the model without reading
+    the weights file, so the checkpoint must say QuickGELU (a GELU rebuild would change every output)."""
+    from hoiclip_lightning.inference import HOIDetector
+    from hoiclip_lightning.models import HOICLIPConfig, HOICLIPModule
+
+    path, _ = archive
+    net = HOICLIPConfig(backbone="resnet10", hidden_dim=32, nheads=2, dim_feedforward=64, enc_layers=1, dec_layers=1,
+                        inter_dec_layers=1, inter_nheads=2, num_queries=2, clip_model="hoiclip-tiny",
+                        clip_pretrained=str(path), prompt_cache=False)
+    assert net.clip_quick_gelu is None
+    module = HOICLIPModule(vocabulary="vcoco", net=net)
+    assert module.hparams["net"].clip_quick_gelu is True and module.model.config.clip_quick_gelu is True
+    ckpt = tmp_path / "openai.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+                "hoiclip_vocabulary": module.vocabulary.to_dict()}, ckpt)
+    detector = HOIDetector.from_checkpoint(ckpt, device="cpu")
+    clip = detector.module.model.clip
+    assert clip.quick_gelu and isinstance(clip.model.visual.transformer.resblocks[0].mlp.gelu, QuickGELU)
+    images = torch.randn(1, 3, 64, 64)
+    module.eval()
+    rebuilt = detector.module.model.clip.encode_image(images)[0]
+    torch.testing.assert_close(rebuilt, module.model.clip.encode_image(images)[0])

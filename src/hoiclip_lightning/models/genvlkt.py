@@ -62,6 +62,7 @@ class GENVLKTConfig:
         detr_checkpoint: DETR checkpoint (or its two-branch conversion, or ``hoiclip export-detector``
             output) for the backbone, encoder, instance decoder and box heads; the interaction decoder
             starts as a copy of the loaded instance decoder (the reference's two-branch conversion).
+        clip_quick_gelu: the CLIP's activation (``None``: from the weights), as for HOICLIP.
         clip_model, clip_pretrained, clip_precision: the CLIP model (frozen; text encoder for the
             classifiers, image tower as the mimic teacher).
         text_init: initialise the HOI and object classifiers from CLIP prompt embeddings (False: random unit
@@ -90,6 +91,7 @@ class GENVLKTConfig:
     detr_checkpoint: str | None = None
     clip_model: str = "ViT-B-32"
     clip_pretrained: str | None = "openai"
+    clip_quick_gelu: bool | None = None
     clip_precision: Literal["fp32", "fp16", "bf16"] = "fp32"
     text_init: bool = True
     prompt_templates: list[str] | None = None
@@ -137,7 +139,8 @@ class GENVLKT(HOIModel):
         self.prompt_options = dict(templates=cfg.prompt_templates, cache_dir=cfg.prompt_cache_dir,
                                    use_cache=cfg.prompt_cache)
         self._eval_head_bias = cfg.text_classifier_bias
-        self.clip = CLIPEncoder(cfg.clip_model, cfg.clip_pretrained, cfg.clip_precision, frozen=True)
+        self.clip = CLIPEncoder(cfg.clip_model, cfg.clip_pretrained, cfg.clip_precision, frozen=True,
+                                quick_gelu=cfg.clip_quick_gelu)
         d = cfg.hidden_dim
         self._build_detector(
             Backbone(cfg.backbone, cfg.train_backbone, cfg.backbone_norm, cfg.padding_invariant), d, cfg.num_queries,

@@ -17,6 +17,7 @@ explicitly (they must match the datamodule's, which is checked at ``setup``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any, Literal
@@ -112,8 +113,21 @@ class HOICLIPModule(L.LightningModule):
         self._window_skipped = False  # a batch of the current accumulation window was skipped
 
         self.model = self.build_model()
+        self._record_resolved_architecture()
         self._build_label_space_parts()
         self.hoi_train_counts: torch.Tensor | None = None
+
+    def _record_resolved_architecture(self) -> None:
+        """Store in ``net`` (and the saved hyper-parameters) what the weights decided: the CLIP activation.
+
+        ``clip_quick_gelu: null`` lets the weights choose (QuickGELU for OpenAI's); a checkpoint is later
+        rebuilt without reading those weights (the state dict holds them), so the choice must travel with it.
+        """
+        resolved = getattr(getattr(self.model, "clip", None), "quick_gelu", None)
+        if getattr(self.net_config, "clip_quick_gelu", False) is None and resolved is not None:
+            self.net_config = dataclasses.replace(self.net_config, clip_quick_gelu=bool(resolved))
+            self.model.config = self.net_config
+            self.hparams["net"] = self.net_config
 
     def build_model(self) -> torch.nn.Module:
         """The network, from ``self.vocabulary``, ``self.zero_shot`` and ``self.net_config`` (a subclass such as
