@@ -91,6 +91,25 @@ def test_experiment_key_values(monkeypatch):
     assert no_tfe["postprocess"]["tfe"] is False
 
 
+def test_genvlkt_experiments_cover_low_data_and_zero_shot(monkeypatch):
+    monkeypatch.chdir(ROOT)
+    base = printed_config("configs/experiments/genvlkt_hico_det.yaml")
+    assert base["model"]["class_path"] == "hoiclip_lightning.models.GENVLKTModule"
+    assert base["model"]["init_args"]["net"]["train_text_classifiers"] is True
+    for name, split in (("rf_uc", "rare_first"), ("nf_uc", "non_rare_first"), ("uo", "unseen_object"),
+                        ("uv", "unseen_verb")):
+        cfg = printed_config(f"configs/experiments/genvlkt_hico_det_{name}.yaml")
+        assert cfg["data"]["init_args"]["zero_shot"] == split
+        assert cfg["model"]["init_args"]["net"]["train_text_classifiers"] is False  # the reference's --fix_clip
+        assert cfg["model"]["class_path"] == base["model"]["class_path"]
+        assert cfg["trainer"]["default_root_dir"] == f"runs/genvlkt_hico_det_{name}"
+    for pct in (5, 15, 25, 50):
+        data = printed_config(f"configs/experiments/genvlkt_hico_det_frac{pct:02d}.yaml")["data"]["init_args"]
+        assert data["train_annotation_file"] == f"trainval_hico_{pct}%.json" and data["train_fraction"] == 1.0
+    one = printed_config("configs/experiments/genvlkt_hico_det_frac01.yaml")
+    assert one["data"]["init_args"]["train_fraction"] == 0.01 and one["model"]["init_args"]["rare_from_training_file"]
+
+
 def test_sweep_file_drives_the_cli():
     sweep = yaml.safe_load((ROOT / "configs/sweeps/data_fraction.yaml").read_text())
     assert sweep["parameters"]["data.init_args.train_fraction"]["values"] == [0.01, 0.05, 0.15, 0.25, 0.5, 1.0]

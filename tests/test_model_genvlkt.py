@@ -251,3 +251,27 @@ def test_module_trains_and_overfits_four_images(tmp_path):
     assert losses[-1] < 0.1 * losses[0], report
     assert last["loss_feat_mimic"] < 0.2 * first["loss_feat_mimic"], report
     assert learned.top1_correct >= 3, report
+
+
+def test_set_vocabulary_keeps_shared_rows_and_embeds_new_classes(vocab, inputs):
+    """The open-vocabulary path of the shared base (HOIModel.set_vocabulary) works for GEN-VLKT too."""
+    model = build(vocab, "toy_uc").eval()
+    with torch.no_grad():  # "trained" rows: make them differ from their text initialisation
+        model.visual_projection.weight.add_(0.5)
+        model.obj_visual_projection.bias.fill_(0.25)
+    trained_hold_cup = model.visual_projection.weight[0].clone()  # seen class 0 = (hold, cup)
+    bigger = HOIVocabulary(
+        name="toy_plus", objects=[*vocab.objects, "kite"], object_category_ids=[*vocab.object_category_ids, 38],
+        verbs=list(vocab.verbs), verb_ids=list(vocab.verb_ids), hois=[*vocab.hois, (1, 3)],
+        hoi_prompts=[*vocab.hoi_prompts, "a photo of a person riding a kite"],
+        zero_shot_unseen={"default": []},
+    )
+    model.set_vocabulary(bigger)
+    assert model.eval_visual_projection is None and model.visual_projection.weight.shape == (7, 32)
+    torch.testing.assert_close(model.visual_projection.weight[0], trained_hold_cup)
+    kite = model.vocabulary_tensors(bigger, list(range(7)))["visual_projection.weight"][6]
+    torch.testing.assert_close(model.visual_projection.weight[6], kite)  # new class: its text embedding
+    assert model.visual_projection.bias[6].item() == 0.0 and model.obj_visual_projection.bias[3].item() == 0.0
+    assert model.obj_visual_projection.bias[0].item() == 0.25  # "person" kept its trained bias
+    out = model(*inputs)
+    assert out.hoi_logits.shape == (2, Q, 7) and out.obj_logits.shape == (2, Q, 5)

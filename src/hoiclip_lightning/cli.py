@@ -423,6 +423,14 @@ def _demo(parser: ArgumentParser, argv: list[str]) -> None:
     launch_demo(**args)
 
 
+def _convert_genvlkt(parser: ArgumentParser, argv: list[str]) -> None:
+    from .interop.genvlkt_official import convert_genvlkt_checkpoint
+
+    cfg = parser.parse_args(argv)
+    _, report = convert_genvlkt_checkpoint(**cfg.as_dict())
+    _written(report.summary() + (f"\nwrote {cfg.dst}" if cfg.dst is not None else ""))
+
+
 EXTRA_SUBCOMMANDS: dict[str, Subcommand] = {
     "synth": Subcommand("data.synthetic:generate_synthetic_dataset",
                         "write the synthetic HOI dataset (HICO-DET layout)", _synth),
@@ -443,6 +451,9 @@ EXTRA_SUBCOMMANDS: dict[str, Subcommand] = {
     "convert-official": Subcommand("interop.official:convert_official_checkpoint",
                                    "convert a released HOICLIP checkpoint (.pth) into a .ckpt", _convert_official,
                                    frozenset({"net"})),
+    "convert-genvlkt": Subcommand("interop.genvlkt_official:convert_genvlkt_checkpoint",
+                                  "convert a released GEN-VLKT checkpoint (.pth) into a .ckpt", _convert_genvlkt,
+                                  frozenset({"net"})),
     "demo": Subcommand("inference.demo:launch_demo",
                        "web page: detect HOIs in an uploaded image, edit the HOI prompts (needs the [demo] extra)",
                        _demo, frozenset({"block"})),
