@@ -106,21 +106,28 @@ def world(tmp_path_factory) -> Path:
     from hoiclip_lightning.data import generate_synthetic_dataset
 
     root = tmp_path_factory.mktemp("world")
-    generate_synthetic_dataset(root, seed=7, num_train=16, num_test=6, num_val=4, image_size=64, max_people=1,
+    generate_synthetic_dataset(root, seed=7, num_train=12, num_test=4, num_val=0, image_size=64, max_people=1,
                                distractors=False, clutter=False)
     return root
 
 
 def _world_args(world: Path) -> list[str]:
     return ["--data.init_args.root", str(world), "--data.init_args.vocabulary", str(world / "vocabulary.json"),
-            "--trainer.max_epochs", "2", "--trainer.num_sanity_val_steps", "0",
-            "--trainer.enable_checkpointing", "true", "--trainer.callbacks+=hoiclip_lightning.callbacks.RunCheckpoint",
-            "--trainer.callbacks.save_last=true"]
+            "--trainer.max_epochs", "1", "--trainer.limit_val_batches", "0", "--trainer.num_sanity_val_steps", "0",
+            "--trainer.log_every_n_steps", "1", "--trainer.enable_checkpointing", "true",
+            "--trainer.callbacks+=hoiclip_lightning.callbacks.RunCheckpoint", "--trainer.callbacks.save_last=true"]
+
+
+def _losses(folder: Path) -> list[float]:
+    import csv
+
+    with (folder / "csv/version_0/metrics.csv").open(newline="") as fh:
+        return [float(r["train/loss"]) for r in csv.DictReader(fh) if r.get("train/loss")]
 
 
 @pytest.mark.slow
 def test_two_parallel_workers_give_the_one_by_one_results(world, tmp_path, monkeypatch, capsys):
-    """3 fractions of a synthetic world, one by one and with 2 workers: equal metrics and weights per run."""
+    """3 fractions of a synthetic world, one by one and with 2 workers: equal losses, weights and metrics per run."""
     monkeypatch.chdir(ROOT)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the same thread count in both modes (workers keep it)
     fractions = ["0.25", "0.5", "1.0"]
@@ -132,16 +139,19 @@ def test_two_parallel_workers_give_the_one_by_one_results(world, tmp_path, monke
         seq, par = (json.loads((tmp_path / mode / f"frac_{f}" / "run.json").read_text()) for mode in ("seq", "par"))
         assert seq["returncode"] == par["returncode"] == 0
         assert seq["metrics"] and seq["metrics"] == par["metrics"], f
+        losses = [_losses(tmp_path / mode / f"frac_{f}") for mode in ("seq", "par")]
+        assert losses[0] == losses[1], f  # every step's training loss, exactly
         a, b = (torch.load(tmp_path / mode / f"frac_{f}" / "checkpoints/last.ckpt", map_location="cpu",
                            weights_only=False) for mode in ("seq", "par"))
-        assert a["global_step"] == b["global_step"]
+        assert a["global_step"] == b["global_step"] == len(losses[0])
         assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"]), f
-        figures[f] = (a["global_step"], seq["metrics"]["test/mAP_full"], par["metrics"]["test/mAP_full"])
-    # the fractions did reach the runs: 4, 8 and 16 training images, batch 2, 2 epochs
-    assert [figures[f][0] for f in ("0.25", "0.5", "1")] == [4, 8, 16]
-    assert any(m > 0 for _, m, _ in figures.values())  # a metric that could differ
+        figures[f] = {"steps": a["global_step"], "last loss": losses[0][-1],
+                      "test/mAP_full": (seq["metrics"]["test/mAP_full"], par["metrics"]["test/mAP_full"])}
+    # the fractions did reach the runs: 3, 6 and 12 training images, batch 2, 1 epoch
+    assert [figures[f]["steps"] for f in ("0.25", "0.5", "1")] == [2, 3, 6]
+    assert len({figures[f]["last loss"] for f in figures}) == 3  # different runs, different results
     assert "| 0.25 |" in capsys.readouterr().out
-    print("sweep equality (fraction: steps, test mAP Full one-by-one, parallel):", figures)
+    print("sweep equality (one by one vs 2 workers):", json.dumps(figures))
     # a restarted sweep reads finished runs back instead of training them again
     before = (tmp_path / "par/frac_1/log.txt").stat().st_mtime_ns
     main(["--config", TINY, "--fractions", *fractions, "--out", str(tmp_path / "par"), "--parallel", "2",

@@ -113,7 +113,8 @@ class PreemptionCheckpoint(Callback):
     :func:`~hoiclip_lightning.sweep.isolate_agent_run` resume from), so nothing since the last periodic
     checkpoint is lost. It also calls ``mark_preempting()`` on every logger experiment that has it (a
     ``WandbLogger``'s run) and makes the process exit with status 143 (128 + SIGTERM; Lightning alone exits
-    with 0, which W&B reads as a finished run): W&B puts a preempted sweep run back in the queue; the agent that takes it gets the same run id, hence the same run folder and this checkpoint.
+    with 0, which W&B reads as a finished run): W&B puts a preempted sweep run back in the queue, and the
+    agent that takes it gets the same run id, hence the same run folder and this checkpoint.
     ``hoiclip fit`` adds this callback to runs started by a W&B sweep agent; other configs may list it.
 
     Args:
