@@ -99,6 +99,23 @@ def test_sweep_file_drives_the_cli():
     assert (ROOT / config).is_file()
 
 
+def test_model_sweep_file_compares_hoiclip_and_genvlkt(monkeypatch):
+    """configs/sweeps/model_fraction.yaml, expanded as a W&B agent does: each model file gets the later overrides."""
+    monkeypatch.chdir(ROOT)
+    sweep = yaml.safe_load((ROOT / "configs/sweeps/model_fraction.yaml").read_text())
+    command = sweep["command"]
+    assert command[:2] == ["hoiclip", "fit"]
+    classes = []
+    for model in sweep["parameters"]["model"]["values"]:
+        args = [f"--model={model}", "--data.init_args.train_fraction=0.05"]
+        expanded = [a for c in command[2:] for a in (args if c == "${args}" else [c])]
+        printed = printed_config(*expanded[1:])  # expanded[0] is --config
+        init = printed["model"]["init_args"]
+        assert init["rare_from_training_file"] is True and printed["data"]["init_args"]["train_fraction"] == 0.05
+        classes.append(printed["model"]["class_path"])
+    assert classes == ["hoiclip_lightning.models.HOICLIPModule", "hoiclip_lightning.models.GENVLKTModule"]
+
+
 # ---------------------------------------------------------------------------------------------- 2. AMP
 def test_criterion_and_matcher_stay_fp32_under_autocast():
     from hoiclip_lightning.models.criterion import SetCriterion
