@@ -12,6 +12,13 @@ initialisation, verb adapter, CLIP retrieval and the training-free enhancement o
   at evaluation, so this variant is *not trained again*: the ``full`` runs log the test split with and
   without TFE from the same checkpoint, ``full`` reads the TFE columns and ``no_tfe`` the plain ones
   (every other variant reads its TFE columns, TFE being on in all of them);
+* ``genvlkt`` (not in the default list): GEN-VLKT instead of HOICLIP (``configs/model/genvlkt_tiny.yaml``:
+  the same detector size, small CLIP, text-initialised classifiers and mimic loss, no TFE), with the same
+  CLIP file, detector and budget, so ``--variants full genvlkt`` compares the two methods over the data
+  fractions. ``--model FILE`` replaces the HOICLIP model of every variant instead (e.g. ``--model
+  configs/model/genvlkt_tiny.yaml --variants full random_clip no_text_init``: GEN-VLKT's own controls;
+  the switches GEN-VLKT lacks, CLIP retrieval and the verb adapter, are refused). A model that logs no TFE
+  columns is read from its plain ones;
 
 at training fractions 0.05 / 0.25 / 1.0 with seeds 0 / 1 / 2 (``seed_everything`` and the subsample's
 ``fraction_seed``), plus two zero-shot splits of the synthetic vocabulary at fraction 1.0: ``rare_first``
@@ -74,6 +81,7 @@ from _machine import describe_machine  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 BASE_CONFIG = ROOT / "configs/quickstart.yaml"
 MODEL_CONFIG = ROOT / "configs/model/knowledge_small.yaml"
+GENVLKT_CONFIG = ROOT / "configs/model/genvlkt_tiny.yaml"
 DETECTOR_CONFIG = ROOT / "configs/detector_pretrain.yaml"
 NET = "--model.init_args.net."
 
@@ -86,7 +94,13 @@ VARIANTS: dict[str, tuple[list[str], str, str]] = {
     "no_text_init": ([NET + "text_init", "false"], "no_text_init", "tfe"),
     "no_verb_adapter": ([NET + "verb_adapter", "false"], "no_verb_adapter", "tfe"),
     "no_tfe": ([], "full", "plain"),  # same training as full; the test without TFE
+    # the other method; its `--model` goes before the shared overrides (sweep.model_first), which then apply to it
+    "genvlkt": (["--model", str(GENVLKT_CONFIG)], "genvlkt", "plain"),
 }
+#: the variants of the 90-minute benchmark (``--variants`` default); ``genvlkt`` is added on request
+DEFAULT_VARIANTS = ["full", "random_clip", "no_clip_retrieval", "no_text_init", "no_verb_adapter", "no_tfe"]
+#: HOICLIP switches that GEN-VLKT does not have: these variants need a HOICLIP model
+HOICLIP_ONLY = {"no_clip_retrieval", "no_verb_adapter"}
 ZERO_SHOT_SPLITS = ("rare_first", "unseen_verb")
 #: (metric key, column) of the tables; the TFE columns of a run are renamed to these keys when read
 COLUMNS = (("test/mAP_full", "Full"), ("test/mAP_rare", "Rare"), ("test/mAP_non_rare", "Non-rare"),
@@ -147,9 +161,27 @@ def plan_runs(variants: Sequence[str], fractions: Sequence[float], seeds: Sequen
     return planned
 
 
+def is_genvlkt(model_config: str | Path) -> bool:
+    """Whether a model YAML (``class_path`` + ``init_args``) is a GEN-VLKT module."""
+    import yaml
+
+    return "GENVLKT" in str(yaml.safe_load(Path(model_config).read_text()).get("class_path", ""))
+
+
+def check_variants(model_config: str | Path, variants: Sequence[str]) -> None:
+    """Refuse variants that switch off a part the base model does not have (GEN-VLKT: CLIP retrieval, adapter)."""
+    bad = sorted(HOICLIP_ONLY.intersection(variants)) if is_genvlkt(model_config) else []
+    if bad:
+        raise ValueError(f"--model {model_config} is GEN-VLKT, which has no CLIP retrieval or verb adapter to "
+                         f"switch off: drop {bad} from --variants / --zero-shot-variants")
+
+
 def as_variant(run: SweepRun, variant: str, columns: str) -> SweepRun:
-    """The run seen as ``variant``: its TFE test columns (``test/tfe/x`` -> ``test/x``) or its plain ones."""
-    if columns == "tfe":
+    """The run seen as ``variant``: its TFE test columns (``test/tfe/x`` -> ``test/x``) or its plain ones.
+
+    A run that logged no TFE column (a model without TFE, e.g. GEN-VLKT) is read from its plain columns.
+    """
+    if columns == "tfe" and any(k.startswith("test/tfe/") for k in run.metrics):
         metrics = {"test/" + k[len("test/tfe/"):]: v for k, v in run.metrics.items() if k.startswith("test/tfe/")}
     else:
         metrics = {k: v for k, v in run.metrics.items() if not k.startswith("test/tfe/")}
@@ -225,7 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="images of the world when it is written")
     p.add_argument("--image-size", type=int, default=160)
     p.add_argument("--out", default="runs/knowledge_transfer")
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--model", default=str(MODEL_CONFIG),
+                   help="model config of every variant (default: HOICLIP, configs/model/knowledge_small.yaml; "
+                        "configs/model/genvlkt_tiny.yaml: GEN-VLKT); the genvlkt variant replaces it with GEN-VLKT")
+    p.add_argument("--variants", nargs="+", default=DEFAULT_VARIANTS, choices=list(VARIANTS),
+                   help=f"default {' '.join(DEFAULT_VARIANTS)}; add genvlkt to compare with GEN-VLKT")
     p.add_argument("--fractions", type=float, nargs="+", default=[0.05, 0.25, 1.0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--zero-shot", nargs="*", default=list(ZERO_SHOT_SPLITS), choices=list(ZERO_SHOT_SPLITS),
@@ -245,7 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> list[SweepRun]:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        check_variants(args.model, [*args.variants, *(args.zero_shot_variants if args.zero_shot else [])])
+    except (ValueError, OSError) as err:
+        parser.error(str(err))
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     out, clip, root = Path(args.out), Path(args.clip).resolve(), Path(args.data_root).resolve()
     planned = plan_runs(args.variants, args.fractions, args.seeds, args.zero_shot, args.zero_shot_variants)
@@ -267,7 +308,8 @@ def main(argv: list[str] | None = None) -> list[SweepRun]:
         ensure_detector(detector, Path(args.detector_root).resolve(), out / "detector_pretrain")
     setup_seconds = time.perf_counter() - start
     secs = max(1, round(60 * budget.max_minutes))
-    common = ["--model", str(MODEL_CONFIG), NET + "clip_model", args.clip_model, NET + "clip_pretrained", str(clip),
+    common = ["--model", str(Path(args.model).resolve()), NET + "clip_model", args.clip_model,
+              NET + "clip_pretrained", str(clip),
               *([NET + "detr_checkpoint", str(detector)] if detector is not None
                 else ["--model.init_args.net", '{"detr_checkpoint": null}']),
               "--data.init_args.root", str(root), "--data.init_args.clip_image_size", "64",

@@ -118,6 +118,23 @@ def test_sweep_file_drives_the_cli():
     assert (ROOT / config).is_file()
 
 
+def test_model_sweep_file_compares_hoiclip_and_genvlkt(monkeypatch):
+    """configs/sweeps/model_fraction.yaml, expanded as a W&B agent does: each model file gets the later overrides."""
+    monkeypatch.chdir(ROOT)
+    sweep = yaml.safe_load((ROOT / "configs/sweeps/model_fraction.yaml").read_text())
+    command = sweep["command"]
+    assert command[:2] == ["hoiclip", "fit"]
+    classes = []
+    for model in sweep["parameters"]["model"]["values"]:
+        args = [f"--model={model}", "--data.init_args.train_fraction=0.05"]
+        expanded = [a for c in command[2:] for a in (args if c == "${args}" else [c])]
+        printed = printed_config(*expanded[1:])  # expanded[0] is --config
+        init = printed["model"]["init_args"]
+        assert init["rare_from_training_file"] is True and printed["data"]["init_args"]["train_fraction"] == 0.05
+        classes.append(printed["model"]["class_path"])
+    assert classes == ["hoiclip_lightning.models.HOICLIPModule", "hoiclip_lightning.models.GENVLKTModule"]
+
+
 # ---------------------------------------------------------------------------------------------- 2. AMP
 def test_criterion_and_matcher_stay_fp32_under_autocast():
     from hoiclip_lightning.models.criterion import SetCriterion
@@ -182,9 +199,11 @@ class _GatherParameters(L.Callback):
     def on_train_end(self, trainer, pl_module):
         flat = torch.cat([p.detach().reshape(-1) for p in pl_module.parameters()])
         gathered = trainer.strategy.all_gather(flat)  # [world, P]
+        where = trainer.strategy.all_gather(torch.tensor([trainer.global_rank, trainer.node_rank, trainer.local_rank]))
         if trainer.is_global_zero:
             Path(self.out).write_text(json.dumps({"world": int(gathered.shape[0]),
-                                                  "max_diff": float((gathered - gathered[0]).abs().max())}))
+                                                  "max_diff": float((gathered - gathered[0]).abs().max()),
+                                                  "global_node_local_ranks": where.tolist()}))
 
 
 @pytest.mark.slow
@@ -220,6 +239,71 @@ def test_ddp_two_cpu_processes(tmp_path, monkeypatch):
     for key, value in result.items():
         if key.startswith("val/") and logged[-1].get(key):
             assert float(logged[-1][key]) == pytest.approx(value, abs=1e-6, nan_ok=True), key
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def torchrun_environment(node: int, nodes: int, port: int) -> dict[str, str]:
+    """The variables torchrun sets for the one process of ``node`` (1 process per node, static rendezvous)."""
+    return {"TORCHELASTIC_RUN_ID": "hoiclip-two-nodes", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+            "WORLD_SIZE": str(nodes), "RANK": str(node), "GROUP_RANK": str(node), "GROUP_WORLD_SIZE": str(nodes),
+            "ROLE_RANK": str(node), "ROLE_WORLD_SIZE": str(nodes), "LOCAL_RANK": "0", "LOCAL_WORLD_SIZE": "1",
+            "OMP_NUM_THREADS": "1"}
+
+
+@pytest.mark.slow
+def test_two_nodes_of_one_cpu_process_each(tmp_path, monkeypatch, capsys):
+    """Multi-node DDP as torchrun starts it on 2 machines (here 2 "nodes" on localhost, 1 process each, gloo):
+    `--trainer.num_nodes 2 --trainer.devices 1`, identical parameters on both ranks after training, and the
+    validation metrics of the 2-node run equal one process validating the same weights."""
+    monkeypatch.chdir(ROOT)
+    out = tmp_path / "ranks.json"
+    port = _free_port()
+    cmd = [sys.executable, "-m", "hoiclip_lightning.cli", "fit", "--config", TINY, "--trainer.num_nodes", "2",
+           "--trainer.devices", "1", "--trainer.strategy", "ddp", "--trainer.max_epochs", "1",
+           "--trainer.num_sanity_val_steps", "0", "--trainer.default_root_dir", str(tmp_path),
+           "--trainer.logger", csv_logger(tmp_path), "--trainer.enable_checkpointing", "true",
+           "--trainer.callbacks+=hoiclip_lightning.callbacks.RunCheckpoint", "--trainer.callbacks.save_last=true",
+           "--trainer.callbacks+=test_experiments._GatherParameters", f"--trainer.callbacks.out={out}"]
+    path = os.pathsep.join([str(ROOT / "tests"), os.environ.get("PYTHONPATH", "")])
+    procs = []
+    for node in (0, 1):  # the same command on each "machine" (shared folder), as in docs/experiments.md
+        env = {**os.environ, "PYTHONPATH": path, **torchrun_environment(node, 2, port)}
+        log = (tmp_path / f"node{node}.log").open("w")
+        procs.append((subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT), log))
+    try:
+        codes = [proc.wait(timeout=300) for proc, _ in procs]
+    finally:
+        for proc, log in procs:
+            if proc.poll() is None:
+                proc.kill()
+            log.close()
+    assert codes == [0, 0], [(tmp_path / f"node{n}.log").read_text()[-2000:] for n in (0, 1)]
+    ranks = json.loads(out.read_text())
+    assert ranks["world"] == 2 and ranks["max_diff"] == 0.0
+    assert ranks["global_node_local_ranks"] == [[0, 0, 0], [1, 1, 0]]  # global rank, node rank, local rank
+    logged = [r for r in metric_rows(tmp_path) if r.get("val/mAP_full")]
+    from hoiclip_lightning.cli import HOICLIPCLI
+    from hoiclip_lightning.data import HOIDataModule
+    from hoiclip_lightning.models import HOICLIPModule
+
+    cli = HOICLIPCLI(HOICLIPModule, HOIDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
+                     args=["--config", TINY, "--trainer.default_root_dir", str(tmp_path / "single")])
+    result = cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False,
+                                  ckpt_path=str(tmp_path / "checkpoints/last.ckpt"))[0]
+    compared = {k: (float(logged[-1][k]), v) for k, v in result.items() if k.startswith("val/") and logged[-1].get(k)}
+    assert "val/mAP_full" in compared and "val/tfe/mAP_full" in compared
+    for key, (two_nodes, one) in compared.items():
+        assert two_nodes == pytest.approx(one, abs=1e-6, nan_ok=True), key
+    with capsys.disabled():
+        print(f"\n2 nodes x 1 process: {json.dumps(ranks)}; val metrics (2 nodes, 1 process): "
+              f"{json.dumps({k: v for k, v in compared.items() if 'ko' not in k})}")
 
 
 # ---------------------------------------------------------------------------------------------- 4. W&B

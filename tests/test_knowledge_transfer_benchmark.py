@@ -62,7 +62,7 @@ def test_mean_and_std_over_seeds_on_a_hand_made_grid(tmp_path):
 
 
 def test_default_plan_and_budget_rule(bench):
-    planned = bench.plan_runs(list(bench.VARIANTS), [0.05, 0.25, 1.0], [0, 1, 2], ["rare_first", "unseen_verb"],
+    planned = bench.plan_runs(bench.DEFAULT_VARIANTS, [0.05, 0.25, 1.0], [0, 1, 2], ["rare_first", "unseen_verb"],
                               ["full", "random_clip"])
     # no_tfe is read from the full runs: 5 trained variants x 3 fractions x 3 seeds + 2 splits x 2 x 3
     assert len(planned) == 57 and "no_tfe" not in {p.name for p in planned}
@@ -86,6 +86,30 @@ def test_tfe_columns_become_the_variant_columns(bench):
     assert bench.as_variant(run, "full", "tfe").metrics == {"test/mAP_full": 2.0, "test/mAP_unseen": 3.0}
     plain = bench.as_variant(run, "no_tfe", "plain")
     assert plain.metrics == {"test/mAP_full": 1.0} and plain.variant == "no_tfe" and plain.seconds == 5.0
+
+
+def test_genvlkt_variant_and_model_option(bench, tmp_path, capsys):
+    """Issue 17 item 7: GEN-VLKT as a variant (its model file first, the shared overrides then apply to it)."""
+    from hoiclip_lightning.sweep import fit_command
+
+    assert "genvlkt" not in bench.DEFAULT_VARIANTS and set(bench.DEFAULT_VARIANTS) < set(bench.VARIANTS)
+    planned = bench.plan_runs(["full", "genvlkt"], [0.25, 1.0], [0], [], [])
+    assert [(p.name, p.fraction) for p in planned] == [("full", 0.25), ("full", 1.0), ("genvlkt", 0.25),
+                                                      ("genvlkt", 1.0)]
+    common = ["--model", str(bench.MODEL_CONFIG), "--model.init_args.net.clip_pretrained", "clip.pt"]
+    cmd = fit_command("base.yaml", 0.25, tmp_path, [*common, *planned[2].overrides], seed=0)
+    models = [cmd[i + 1] for i, a in enumerate(cmd) if a == "--model"]
+    assert models == [str(bench.MODEL_CONFIG), str(bench.GENVLKT_CONFIG)]  # the last one wins: GEN-VLKT
+    assert cmd.index("--model.init_args.net.clip_pretrained") > cmd.index(str(bench.GENVLKT_CONFIG))
+    assert bench.is_genvlkt(bench.GENVLKT_CONFIG) and not bench.is_genvlkt(bench.MODEL_CONFIG)
+    # GEN-VLKT has no TFE: its runs are read from the plain columns, whatever the variant asks
+    run = SweepRun(1.0, Path("/x"), 0, 5.0, {"test/mAP_full": 4.0}, "genvlkt", 0)
+    assert bench.as_variant(run, "full", "tfe").metrics == {"test/mAP_full": 4.0}
+    # switches GEN-VLKT lacks are refused before anything runs
+    with pytest.raises(SystemExit) as info:
+        bench.main(["--model", str(bench.GENVLKT_CONFIG), "--variants", "full", "no_verb_adapter", "--plan",
+                    "--out", str(tmp_path / "o")])
+    assert info.value.code == 2 and "no_verb_adapter" in capsys.readouterr().err
 
 
 @pytest.mark.slow

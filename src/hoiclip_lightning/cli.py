@@ -59,6 +59,11 @@ class HOICLIPCLI(LightningCLI):
     quickstart uses it). ``test`` prints that table (every ``test/`` metric) instead of Lightning's
     per-metric listing, so each value appears once.
 
+    ``fit`` started by a W&B sweep agent runs in its own folder, ``<default_root_dir>/sweep-<sweep id>/<run
+    id>`` (:func:`~hoiclip_lightning.sweep.isolate_agent_run`), continues from that folder's ``last.ckpt``
+    when W&B hands a preempted run out again, and gets
+    :class:`~hoiclip_lightning.callbacks.PreemptionCheckpoint` (SIGTERM: ``last.ckpt`` + W&B requeue).
+
     ``--ckpt_path last`` with no ``last.ckpt`` in the checkpoint folders raises
     :class:`~hoiclip_lightning.errors.CheckpointNotFoundError` (Lightning would warn and start from scratch).
     ``predict --ckpt_path FILE`` takes the evaluation transforms (``test_scale``, ``test_max_size``,
@@ -91,6 +96,10 @@ class HOICLIPCLI(LightningCLI):
             init.vocabulary = resolve_vocabulary_source(None, init.root, init.dataset_format)
         if self.subcommand == "predict" and init is not None:
             self._eval_transforms_from_checkpoint(config.get("ckpt_path"), init)
+        if self.subcommand == "fit":  # a W&B sweep agent's run: its own folder, resumed when W&B requeues it
+            from .sweep import isolate_agent_run
+
+            self._agent_run_dir = isolate_agent_run(config)
 
     def _given_on_command_line(self, key: str) -> bool:
         flags = (f"--data.init_args.{key}", f"--data.{key}")
@@ -166,6 +175,11 @@ class HOICLIPCLI(LightningCLI):
 
         if not any(isinstance(cb, NonFiniteLossCheckpoint) for cb in self.trainer.callbacks):
             self.trainer.callbacks.append(NonFiniteLossCheckpoint())
+        if getattr(self, "_agent_run_dir", None) is not None:
+            from .callbacks import PreemptionCheckpoint
+
+            if not any(isinstance(cb, PreemptionCheckpoint) for cb in self.trainer.callbacks):
+                self.trainer.callbacks.append(PreemptionCheckpoint())
 
     def before_validate(self) -> None:
         self._require_last_checkpoint()

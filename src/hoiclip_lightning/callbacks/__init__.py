@@ -4,6 +4,8 @@
   (independent of the logger's run id), so ``hoiclip fit --ckpt_path last`` finds the previous run.
 * :class:`NonFiniteLossCheckpoint` -- when training stops on a non-finite batch, output, loss or gradient,
   writes a checkpoint of the last finite state and names it in the error.
+* :class:`PreemptionCheckpoint` -- on SIGTERM (a cluster's preemption notice), writes ``last.ckpt`` and marks
+  the W&B run preempting, so a W&B sweep requeues it and its next start continues from that checkpoint.
 * :class:`ImageThroughputMonitor` -- training/validation images per second (Lightning's
   ``ThroughputMonitor`` counting images), also shown in the progress bar.
 * :class:`MemoryMonitor` -- GPU memory (allocated, reserved, peak) and process RSS.
@@ -12,7 +14,7 @@
   the per-class AP table of a test run, sent to a ``WandbLogger``.
 """
 
-from .checkpoint import NonFiniteLossCheckpoint, RunCheckpoint
+from .checkpoint import NonFiniteLossCheckpoint, PreemptionCheckpoint, RunCheckpoint
 from .monitoring import ImageThroughputMonitor, MemoryMonitor, ValidationCurve
 from .wandb import WandbPredictionLogger
 
@@ -20,6 +22,7 @@ __all__ = [
     "ImageThroughputMonitor",
     "MemoryMonitor",
     "NonFiniteLossCheckpoint",
+    "PreemptionCheckpoint",
     "RunCheckpoint",
     "ValidationCurve",
     "WandbPredictionLogger",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -101,3 +102,47 @@ def _add_note(exception: BaseException, note: str) -> None:
         exception.add_note(note)
     else:  # Python 3.10
         exception.args = (f"{exception.args[0] if exception.args else ''} ({note})",)
+
+
+class PreemptionCheckpoint(Callback):
+    """On SIGTERM, write ``last.ckpt`` and mark the W&B run as preempting (it is then requeued by its sweep).
+
+    Clusters announce a preemption (SLURM, spot instances) with SIGTERM. Lightning then stops after the
+    current batch by raising ``SIGTERMException`` on every rank; this callback catches that moment and
+    writes the full training state to ``<dirpath>/last.ckpt`` (the file ``--ckpt_path last`` and
+    :func:`~hoiclip_lightning.sweep.isolate_agent_run` resume from), so nothing since the last periodic
+    checkpoint is lost. It also calls ``mark_preempting()`` on every logger experiment that has it (a
+    ``WandbLogger``'s run) and makes the process exit with status 143 (128 + SIGTERM; Lightning alone exits
+    with 0, which W&B reads as a finished run): W&B puts a preempted sweep run back in the queue, and the
+    agent that takes it gets the same run id, hence the same run folder and this checkpoint.
+    ``hoiclip fit`` adds this callback to runs started by a W&B sweep agent; other configs may list it.
+
+    Args:
+        dirpath: folder of the checkpoint; ``None``: ``<trainer.default_root_dir>/checkpoints``.
+        filename: file name without extension (``last``: the file ``--ckpt_path last`` looks for).
+    """
+
+    def __init__(self, dirpath: str | None = None, filename: str = "last") -> None:
+        super().__init__()
+        self.dirpath = dirpath
+        self.filename = filename
+        self.last_path: Path | None = None
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        if not trainer.received_sigterm:
+            return
+        path = Path(self.dirpath or _default_dir(trainer)) / f"{self.filename}.ckpt"
+        try:
+            trainer.save_checkpoint(path)  # every rank raised SIGTERMException (Lightning broadcasts it)
+            self.last_path = path
+            log.warning("SIGTERM: training state at step %d written to %s", trainer.global_step, path)
+        except Exception as err:  # noqa: BLE001 - the run is stopping anyway; say why nothing was written
+            log.error("SIGTERM: could not write %s: %s", path, err)
+        for logger in trainer.loggers:
+            mark = getattr(getattr(logger, "experiment", None), "mark_preempting", None)
+            if callable(mark):
+                mark()
+        # Lightning's SIGTERMException is a SystemExit with no code (exit status 0: "finished", never
+        # requeued); give it the conventional status of a SIGTERM death, 128 + 15
+        if isinstance(exception, SystemExit) and not exception.code:
+            exception.code = 128 + signal.SIGTERM
