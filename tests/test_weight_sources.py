@@ -147,9 +147,10 @@ def test_genvlkt_checkpoint_holds_no_weight_source_and_reads_no_file(tmp_path):
         torch.testing.assert_close(got[key], value, rtol=0, atol=0, msg=key)
 
 
-def test_a_checkpoint_of_hoiclip_fit_holds_no_weight_source(tmp_path, monkeypatch):
+def test_a_checkpoint_of_hoiclip_fit_holds_no_weight_source(tmp_path, monkeypatch, capsys):
     """`hoiclip fit` with the three files in `model.init_args.weights`: the checkpoint's hyper-parameters
-    (LightningCLI's form, with `_class_path`) name none of them, and it loads with the files deleted."""
+    (LightningCLI's form, with `_class_path`) name none of them, and it loads with the files deleted, from
+    Python and through `hoiclip test --ckpt_path` with a config that still names them."""
     monkeypatch.chdir(ROOT)
     weights = weight_files(tmp_path, embed_dim=32, num_verbs=117)
     # the detector of configs/model/tiny.yaml is wider than HOICLIP_NET's: export one of its own size
@@ -177,6 +178,12 @@ def test_a_checkpoint_of_hoiclip_fit_holds_no_weight_source(tmp_path, monkeypatc
     state = {k: v for k, v in ckpt["state_dict"].items() if k.startswith("model.clip.")}
     for key, value in state.items():
         torch.testing.assert_close(loaded.state_dict()[key], value, rtol=0, atol=0)
+    # `hoiclip test --ckpt_path` with a config naming the (deleted) files: the model is built without them
+    main(["test", "--config", "tests/conf/hico_tiny.yaml", "--ckpt_path", str(path),
+          "--model.init_args.weights.clip_pretrained", weights.clip_pretrained,
+          "--model.init_args.weights.detr_checkpoint", weights.detr_checkpoint,
+          "--model.init_args.weights.verb_embeddings", weights.verb_embeddings])
+    assert "HOI detection mAP (test split)" in capsys.readouterr().out
 
 
 def test_weight_sources_are_refused_where_a_model_has_no_use_for_them(tmp_path):

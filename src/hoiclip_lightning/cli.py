@@ -91,6 +91,21 @@ class HOICLIPCLI(LightningCLI):
             init.vocabulary = resolve_vocabulary_source(None, init.root, init.dataset_format)
         if self.subcommand == "predict" and init is not None:
             self._eval_transforms_from_checkpoint(config.get("ckpt_path"), init)
+        self._no_weight_files_with_a_checkpoint(config)
+
+    def _no_weight_files_with_a_checkpoint(self, config) -> None:
+        """With ``--ckpt_path`` the checkpoint's state dict holds every weight: the model is built without
+        reading (or downloading) the config's ``model.init_args.weights`` files."""
+        model_init = getattr(getattr(config, "model", None), "init_args", None)
+        weights = getattr(model_init, "weights", None) if model_init is not None else None
+        if not config.get("ckpt_path") or weights is None:
+            return
+        values = weights.get("init_args", weights) if hasattr(weights, "get") else weights
+        named = {k: v for k, v in vars(values).items() if v is not None} if hasattr(values, "__dict__") else {}
+        if named:
+            log.info("%s --ckpt_path %s: every weight comes from the checkpoint; not reading %s", self.subcommand,
+                     config.get("ckpt_path"), ", ".join(f"weights.{k}={v}" for k, v in sorted(named.items())))
+        model_init.weights = None
 
     def _given_on_command_line(self, key: str) -> bool:
         flags = (f"--data.init_args.{key}", f"--data.{key}")
