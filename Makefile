@@ -29,7 +29,7 @@ quickstart: $(STAMP)
 		--num_test 100 --num_val 100
 	$(BIN)/hoiclip verb-embeddings --config configs/quickstart.yaml --out $(QUICKSTART_DIR)/verb_embeddings.pt
 	$(BIN)/hoiclip fit --config configs/quickstart.yaml \
-		--model.init_args.net.verb_embeddings $(QUICKSTART_DIR)/verb_embeddings.pt
+		--model.init_args.weights.verb_embeddings $(QUICKSTART_DIR)/verb_embeddings.pt
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -n 2 tests src  # src: the docstring examples (--doctest-modules)

@@ -116,8 +116,7 @@ def main() -> None:
     config = GENVLKTConfig(
         backbone=size["backbone"], hidden_dim=size["hidden_dim"], nheads=size["nheads"],
         dim_feedforward=size["dim_feedforward"], dropout=0.0, enc_layers=size["enc_layers"],
-        dec_layers=size["dec_layers"], num_queries=size["num_queries"], detr_checkpoint=None, clip_model=clip_name,
-        clip_pretrained=None, prompt_cache=False,
+        dec_layers=size["dec_layers"], num_queries=size["num_queries"], clip_model=clip_name, prompt_cache=False,
         padding_invariant=False,  # the reference lets image 1's padding reach its scores; ours masks it by default
     )
     ours = GENVLKT(HOIVocabulary.builtin("hico_det"), zero_shot=args.zero_shot, config=config).eval()

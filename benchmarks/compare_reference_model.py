@@ -177,8 +177,7 @@ def main() -> None:
         backbone=size["backbone"], hidden_dim=size["hidden_dim"], nheads=size["nheads"],
         dim_feedforward=size["dim_feedforward"], dropout=0.0, enc_layers=size["enc_layers"],
         dec_layers=size["dec_layers"], inter_dec_layers=size["dec_layers"], inter_nheads=size["nheads"],
-        num_queries=size["num_queries"], detr_checkpoint=None, clip_model=clip_name, clip_pretrained=None,
-        verb_weight=0.5,
+        num_queries=size["num_queries"], clip_model=clip_name, verb_weight=0.5,
         # the reference lets the padding of image 1 reach its scores; our default masks it (equal at batch 1)
         padding_invariant=False,
     )

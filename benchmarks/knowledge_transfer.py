@@ -5,7 +5,7 @@ One command trains and tests, on the easy synthetic world (the quickstart's: 800
 (``configs/model/knowledge_small.yaml``: ``hoiclip-small`` pretrained by ``hoiclip clip-pretrain``, text
 initialisation, verb adapter, CLIP retrieval and the training-free enhancement on) against
 
-* ``random_clip``: the same model with a random CLIP (``net.clip_pretrained: null``);
+* ``random_clip``: the same model with a random CLIP (``weights.clip_pretrained: null``);
 * ``no_clip_retrieval``, ``no_text_init``, ``no_verb_adapter``: one knowledge-transfer switch off each
   (``net.clip_retrieval`` / ``net.text_init`` / ``net.verb_adapter`` false);
 * ``no_tfe``: the training-free enhancement off (``postprocess.tfe: false``). TFE only changes the scores
@@ -84,12 +84,13 @@ MODEL_CONFIG = ROOT / "configs/model/knowledge_small.yaml"
 GENVLKT_CONFIG = ROOT / "configs/model/genvlkt_tiny.yaml"
 DETECTOR_CONFIG = ROOT / "configs/detector_pretrain.yaml"
 NET = "--model.init_args.net."
+WEIGHTS = "--model.init_args.weights."
 
 #: variant -> (overrides of the trained run, which run it reads, which test columns: "tfe" or "plain")
 VARIANTS: dict[str, tuple[list[str], str, str]] = {
     "full": ([], "full", "tfe"),
-    # `--...net.clip_pretrained null` would arrive as the string "None" (jsonargparse, `str | None`); a dict is exact
-    "random_clip": (["--model.init_args.net", '{"clip_pretrained": null}'], "random_clip", "tfe"),
+    # `--...weights.clip_pretrained null` arrives as the string "None" (jsonargparse, `str | None`); a dict is exact
+    "random_clip": (["--model.init_args.weights", '{"clip_pretrained": null}'], "random_clip", "tfe"),
     "no_clip_retrieval": ([NET + "clip_retrieval", "false"], "no_clip_retrieval", "tfe"),
     "no_text_init": ([NET + "text_init", "false"], "no_text_init", "tfe"),
     "no_verb_adapter": ([NET + "verb_adapter", "false"], "no_verb_adapter", "tfe"),
@@ -309,9 +310,9 @@ def main(argv: list[str] | None = None) -> list[SweepRun]:
     setup_seconds = time.perf_counter() - start
     secs = max(1, round(60 * budget.max_minutes))
     common = ["--model", str(Path(args.model).resolve()), NET + "clip_model", args.clip_model,
-              NET + "clip_pretrained", str(clip),
-              *([NET + "detr_checkpoint", str(detector)] if detector is not None
-                else ["--model.init_args.net", '{"detr_checkpoint": null}']),
+              WEIGHTS + "clip_pretrained", str(clip),
+              *([WEIGHTS + "detr_checkpoint", str(detector)] if detector is not None
+                else ["--model.init_args.weights", '{"detr_checkpoint": null}']),
               "--data.init_args.root", str(root), "--data.init_args.clip_image_size", "64",
               "--trainer.max_steps", str(budget.max_steps), "--trainer.max_epochs", "-1",
               "--trainer.max_time", f"00:{secs // 3600:02d}:{secs // 60 % 60:02d}:{secs % 60:02d}",

@@ -22,9 +22,9 @@ from _machine import describe_machine  # noqa: E402
 PRESETS = {
     "quickstart": dict(net=dict(backbone="resnet10", hidden_dim=64, nheads=4, dim_feedforward=128, dropout=0.0,
                                 enc_layers=1, dec_layers=2, inter_dec_layers=2, inter_nheads=2, num_queries=16,
-                                clip_model="hoiclip-tiny", clip_pretrained=None),
+                                clip_model="hoiclip-tiny"),
                        batch=4, size=208, clip_size=64, vocabulary="hico_det"),
-    "paper": dict(net=dict(backbone="resnet50", clip_model="ViT-B-32", clip_pretrained=None),
+    "paper": dict(net=dict(backbone="resnet50", clip_model="ViT-B-32"),
                   batch=2, size=640, clip_size=224, vocabulary="hico_det"),
 }
 

@@ -27,15 +27,19 @@ def test_print_config_of_every_experiment_file(config, capsys):
 
 
 def test_paper_config_values():
+    """Rule: the paper's experiment config gives its architecture in `net` and its weight files in `weights`."""
     import subprocess
     import sys
 
     out = subprocess.run([sys.executable, "-m", "hoiclip_lightning.cli", "fit", "--config",
-                          str(ROOT / "configs/hico_det.yaml"), "--print_config"],
+                          str(ROOT / "configs/experiments/hico_det.yaml"), "--print_config"],
                          capture_output=True, text=True, check=True, cwd=ROOT).stdout
     cfg = yaml.safe_load(out)
-    net = cfg["model"]["init_args"]["net"]
-    assert (net["backbone"], net["clip_model"], net["clip_pretrained"]) == ("resnet50", "ViT-B-32", "openai")
+    net, weights = cfg["model"]["init_args"]["net"], cfg["model"]["init_args"]["weights"]
+    assert (net["backbone"], net["clip_model"]) == ("resnet50", "ViT-B-32")
+    assert weights == {"clip_pretrained": "openai", "detr_checkpoint": "params/detr-r50-e632da11.pth",
+                       "verb_embeddings": None}
+    assert not {"clip_pretrained", "detr_checkpoint", "verb_embeddings"} & set(net)
     assert (net["num_queries"], net["dec_layers"], net["inter_dec_layers"], net["enc_layers"]) == (64, 3, 3, 6)
     assert cfg["trainer"]["max_epochs"] == 90 and cfg["trainer"]["gradient_clip_val"] == 0.1
     assert cfg["model"]["init_args"]["optimizer"]["lr_drop_epochs"] == [60]

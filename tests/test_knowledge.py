@@ -19,7 +19,7 @@ from hoiclip_lightning.data import HOIDataModule
 from hoiclip_lightning.errors import CheckpointError, ConfigurationError
 from hoiclip_lightning.knowledge import compute_verb_embeddings, encode_prompts, verb_arithmetic
 from hoiclip_lightning.models.clip_encoder import CLIPEncoder
-from hoiclip_lightning.models.config import HOICLIPConfig
+from hoiclip_lightning.models.config import HOICLIPConfig, WeightSources
 from hoiclip_lightning.models.heads import verb_embeddings_from_text
 from hoiclip_lightning.models.hoiclip import HOICLIP
 from hoiclip_lightning.models.module import HOICLIPModule
@@ -241,8 +241,7 @@ def test_train_fraction_is_honoured(crop_world):
 # ---------------------------------------------------------------------- verb files
 def tiny_config(**overrides) -> HOICLIPConfig:
     base = dict(backbone="resnet18", hidden_dim=32, nheads=2, dim_feedforward=64, dropout=0.0, enc_layers=1,
-                dec_layers=2, inter_dec_layers=2, inter_nheads=2, num_queries=4, clip_model="hoiclip-tiny",
-                clip_pretrained=None)
+                dec_layers=2, inter_dec_layers=2, inter_nheads=2, num_queries=4, clip_model="hoiclip-tiny")
     base.update(overrides)
     return HOICLIPConfig(**base)
 
@@ -255,29 +254,30 @@ def test_verb_file_metadata_is_checked_at_model_construction(crop_world, tmp_pat
     emb = F.normalize(torch.randn(3, 32), dim=-1)
     good = tmp_path / "good.pt"
     torch.save({"verb_embeddings": emb, **meta}, good)
-    model = HOICLIP(vocab, config=tiny_config(verb_embeddings=str(good)))
+    model = HOICLIP(vocab, config=tiny_config(), weights=WeightSources(verb_embeddings=str(good)))
     torch.testing.assert_close(model.verb_projection.weight, emb)
 
     other = HOIVocabulary.from_dict(dict(WORLD_VOCAB, verbs=["hold", "kick", "watch"]))
     with pytest.raises(CheckpointError, match=r"good\.pt.*'verbs'"):
-        HOICLIP(other, config=tiny_config(verb_embeddings=str(good)))
+        HOICLIP(other, config=tiny_config(), weights=WeightSources(verb_embeddings=str(good)))
     more_hois = HOIVocabulary.from_dict(dict(WORLD_VOCAB, hois=WORLD_VOCAB["hois"] + [[1, 0]],
                                              hoi_prompts=WORLD_VOCAB["hoi_prompts"] + ["a person kicking a person"]))
     with pytest.raises(CheckpointError, match="vocabulary_hash"):
         load_verb_embeddings(good, 3, 32, vocabulary=more_hois)
     torch.save({"verb_embeddings": emb, **dict(meta, clip_model="ViT-B-32")}, tmp_path / "vitb.pt")
     with pytest.raises(CheckpointError, match="'clip_model' is 'ViT-B-32'"):
-        HOICLIP(vocab, config=tiny_config(verb_embeddings=str(tmp_path / "vitb.pt")))
+        HOICLIP(vocab, config=tiny_config(), weights=WeightSources(verb_embeddings=str(tmp_path / "vitb.pt")))
     torch.save({"verb_embeddings": emb, **dict(meta, clip_pretrained="openai")}, tmp_path / "openai.pt")
     with pytest.raises(CheckpointError, match="clip_pretrained"):
-        HOICLIP(vocab, config=tiny_config(verb_embeddings=str(tmp_path / "openai.pt")))
+        HOICLIP(vocab, config=tiny_config(), weights=WeightSources(verb_embeddings=str(tmp_path / "openai.pt")))
     torch.save({"verb_embeddings": torch.randn(3, 512), **dict(meta, embed_dim=512)}, tmp_path / "wide.pt")
     with pytest.raises(CheckpointError, match="embed_dim"):
-        HOICLIP(vocab, config=tiny_config(verb_embeddings=str(tmp_path / "wide.pt")))
+        HOICLIP(vocab, config=tiny_config(), weights=WeightSources(verb_embeddings=str(tmp_path / "wide.pt")))
     # an official-style file (plain tensor, no metadata) loads with a warning; only its shape is checked
     torch.save(emb, tmp_path / "official.pth")
     with caplog.at_level(logging.WARNING, logger="hoiclip_lightning.models.heads"):
-        model = HOICLIP(vocab, config=tiny_config(verb_embeddings=str(tmp_path / "official.pth")))
+        model = HOICLIP(vocab, config=tiny_config(),
+                        weights=WeightSources(verb_embeddings=str(tmp_path / "official.pth")))
     assert "without metadata" in caplog.text
     torch.testing.assert_close(model.verb_projection.weight, emb)
 
@@ -351,11 +351,11 @@ def test_random_clip_is_never_cached_and_the_model_uses_the_cache(tiny_weights, 
     assert calls[0] == 2 and not (tmp_path / "prompt_embeddings").exists()
 
     vocab = HOIVocabulary.from_dict(WORLD_VOCAB)
-    cfg = tiny_config(clip_pretrained=str(tiny_weights), prompt_cache_dir=str(tmp_path))
-    a = HOICLIP(vocab, config=cfg)
+    cfg, weights = tiny_config(prompt_cache_dir=str(tmp_path)), WeightSources(clip_pretrained=str(tiny_weights))
+    a = HOICLIP(vocab, config=cfg, weights=weights)
     entries = sorted((tmp_path / "prompt_embeddings").glob("*.pt"))
     assert len(entries) == 2  # HOI prompts and object prompts
-    b = HOICLIP(vocab, config=cfg)
+    b = HOICLIP(vocab, config=cfg, weights=weights)
     torch.testing.assert_close(a.hoi_text_embeds, b.hoi_text_embeds)
     torch.testing.assert_close(a.visual_projection.weight, b.visual_projection.weight)
     assert PromptEmbeddingCache(tmp_path).folder == tmp_path / "prompt_embeddings"

@@ -13,14 +13,14 @@ import pytest
 import torch
 import yaml
 
-from hoiclip_lightning.errors import CheckpointError
+from hoiclip_lightning.errors import CheckpointError, ConfigurationError
 from hoiclip_lightning.interop import (
     convert_genvlkt_state_dict,
     genvlkt_to_official,
     infer_genvlkt_config,
     load_genvlkt_state_dict,
 )
-from hoiclip_lightning.models import GENVLKT, GENVLKTConfig, GENVLKTModule, LossConfig, SetCriterion
+from hoiclip_lightning.models import GENVLKT, GENVLKTConfig, GENVLKTModule, LossConfig, SetCriterion, WeightSources
 from hoiclip_lightning.models.criterion import mimic_loss
 from hoiclip_lightning.structures import HOIOutputs, HOITarget
 from hoiclip_lightning.vocabulary import HOIVocabulary
@@ -44,13 +44,13 @@ def vocab() -> HOIVocabulary:
 
 def tiny(**overrides) -> GENVLKTConfig:
     base = dict(backbone="resnet18", hidden_dim=32, nheads=2, dim_feedforward=64, dropout=0.0, enc_layers=1,
-                dec_layers=2, num_queries=Q, clip_model="hoiclip-tiny", clip_pretrained=None, prompt_cache=False)
+                dec_layers=2, num_queries=Q, clip_model="hoiclip-tiny", prompt_cache=False)
     return GENVLKTConfig(**{**base, **overrides})
 
 
-def build(vocab, zero_shot="default", seed=0, **overrides) -> GENVLKT:
+def build(vocab, zero_shot="default", seed=0, weights: WeightSources | None = None, **overrides) -> GENVLKT:
     torch.manual_seed(seed)
-    return GENVLKT(vocab, zero_shot=zero_shot, config=tiny(**overrides))
+    return GENVLKT(vocab, zero_shot=zero_shot, config=tiny(**overrides), weights=weights)
 
 
 @pytest.fixture(scope="module")
@@ -155,9 +155,11 @@ def test_detector_checkpoint_also_initialises_the_interaction_decoder(vocab, tmp
     source = build(vocab, seed=3)
     detector = {k: v for k, v in source.state_dict().items() if k.startswith("transformer.instance_decoder.")}
     torch.save({"model": detector}, tmp_path / "detector.pt")
-    model = build(vocab, seed=4, detr_checkpoint=str(tmp_path / "detector.pt"))
+    model = build(vocab, seed=4, weights=WeightSources(detr_checkpoint=str(tmp_path / "detector.pt")))
     for key, value in source.transformer.instance_decoder.state_dict().items():
         torch.testing.assert_close(model.transformer.interaction_decoder.state_dict()[key], value)
+    with pytest.raises(ConfigurationError, match="GEN-VLKT has no verb classifier"):
+        build(vocab, weights=WeightSources(verb_embeddings=str(tmp_path / "detector.pt")))
 
 
 # ---------------------------------------------------------------------------------------------- converter
@@ -201,7 +203,7 @@ def test_architecture_inferred_from_released_shapes():
     cfg = infer_genvlkt_config(state)
     got = (cfg.backbone, cfg.hidden_dim, cfg.num_queries, cfg.enc_layers, cfg.dec_layers)
     assert got == ("resnet50", 256, 64, 6, 3)
-    assert (cfg.clip_model, cfg.clip_pretrained, cfg.text_classifier_bias) == ("ViT-B-32", "openai", True)
+    assert (cfg.clip_model, cfg.text_classifier_bias) == ("ViT-B-32", True)
     del state["transformer.interaction_decoder.layers.2.linear1.weight"]
     with pytest.raises(CheckpointError, match="3 instance-decoder layers but 2 interaction-decoder layers"):
         infer_genvlkt_config(state)
@@ -236,7 +238,7 @@ def test_module_trains_and_overfits_four_images(tmp_path):
         vocabulary=str(tmp_path / "vocabulary.json"),
         net=GENVLKTConfig(backbone="resnet10", backbone_norm="batch_norm", hidden_dim=64, nheads=4,
                           dim_feedforward=128, dropout=0.0, enc_layers=1, dec_layers=2, num_queries=4,
-                          clip_model="hoiclip-tiny", clip_pretrained=None, text_init=False, prompt_cache=False),
+                          clip_model="hoiclip-tiny", text_init=False, prompt_cache=False),
         optimizer=OptimizerConfig(lr=1e-3, lr_backbone=1e-3, lr_clip=1e-3),
         postprocess=PostProcessConfig(topk=20, tfe=False),
     )

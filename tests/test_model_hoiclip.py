@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from hoiclip_lightning.errors import CheckpointError, ConfigurationError
-from hoiclip_lightning.models.config import HOICLIPConfig
+from hoiclip_lightning.models.config import HOICLIPConfig, WeightSources
 from hoiclip_lightning.models.detr_checkpoint import load_detr_checkpoint
 from hoiclip_lightning.models.hoiclip import HOICLIP
 from hoiclip_lightning.models.query_selection import DenseQuerySelection
@@ -44,15 +44,14 @@ def tiny_config(**overrides) -> HOICLIPConfig:
     base = dict(
         backbone="resnet18", hidden_dim=32, nheads=2, dim_feedforward=64, dropout=0.0, enc_layers=1,
         dec_layers=2, inter_dec_layers=2, inter_nheads=2, num_queries=Q, clip_model="hoiclip-tiny",
-        clip_pretrained=None,
     )
     base.update(overrides)
     return HOICLIPConfig(**base)
 
 
-def build(vocab, zero_shot="default", seed=0, **overrides) -> HOICLIP:
+def build(vocab, zero_shot="default", seed=0, weights: WeightSources | None = None, **overrides) -> HOICLIP:
     torch.manual_seed(seed)
-    return HOICLIP(vocab, zero_shot=zero_shot, config=tiny_config(**overrides))
+    return HOICLIP(vocab, zero_shot=zero_shot, config=tiny_config(**overrides), weights=weights)
 
 
 @pytest.fixture(scope="module")
@@ -218,11 +217,14 @@ def test_text_init_off_and_bias_switch(vocab):
 def test_verb_embedding_file(vocab, tmp_path):
     emb = F.normalize(torch.randn(vocab.num_verbs, 32), dim=-1)
     torch.save({"verb_embeddings": emb, "clip_model": "hoiclip-tiny"}, tmp_path / "verbs.pth")
-    model = build(vocab, verb_embeddings=str(tmp_path / "verbs.pth"))
+    model = build(vocab, weights=WeightSources(verb_embeddings=str(tmp_path / "verbs.pth")))
     torch.testing.assert_close(model.verb_projection.weight, emb)
     torch.save(torch.randn(vocab.num_verbs, 512), tmp_path / "wrong.pth")
     with pytest.raises(CheckpointError, match="512"):
-        build(vocab, verb_embeddings=str(tmp_path / "wrong.pth"))
+        build(vocab, weights=WeightSources(verb_embeddings=str(tmp_path / "wrong.pth")))
+    # a verb file for a model without verb classifier is refused, not ignored
+    with pytest.raises(ConfigurationError, match="verb_adapter is false"):
+        build(vocab, verb_adapter=False, weights=WeightSources(verb_embeddings=str(tmp_path / "verbs.pth")))
 
 
 def test_configuration_errors(vocab):
@@ -279,7 +281,7 @@ def test_load_detr_checkpoint_maps_detr_names(vocab, tmp_path):
     assert any(k.startswith("transformer.decoder.layers.2.") for k in report.unexpected)
     assert len(report.mapped) == len(sd) - 3 - sum(k.startswith("transformer.decoder.layers.2.") for k in sd) + 6
     # the same file through the config option
-    loaded = build(vocab, seed=3, detr_checkpoint=str(path))
+    loaded = build(vocab, seed=3, weights=WeightSources(detr_checkpoint=str(path)))
     torch.testing.assert_close(loaded.state_dict()[key], own[key])
 
     bad = dict(sd)

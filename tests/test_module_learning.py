@@ -44,7 +44,7 @@ IMAGE_SIZE = 128
 # configs/model/quickstart.yaml, with 8 queries for 8 single-pair images
 TINY = dict(backbone="resnet10", backbone_norm="batch_norm", hidden_dim=64, nheads=4, dim_feedforward=128,
             dropout=0.0, enc_layers=1, dec_layers=2, inter_dec_layers=2, inter_nheads=2, num_queries=8,
-            clip_model="hoiclip-tiny", clip_pretrained=None, text_init=False, dense_aux_head=True,
+            clip_model="hoiclip-tiny", text_init=False, dense_aux_head=True,
             position_in_memory=True, query_selection=True)
 STEPS, LR_DROP_STEP = 160, 120  # full-batch steps at lr 1e-3, the last 40 at 1e-4 (as DETR's lr drop)
 

@@ -138,14 +138,14 @@ def test_a_checkpoint_remembers_the_activation_its_weights_chose(archive, tmp_pa
     """`clip_quick_gelu: null` + OpenAI weights -> QuickGELU; the predictor rebuilds the model without reading
     the weights file, so the checkpoint must say QuickGELU (a GELU rebuild would change every output)."""
     from hoiclip_lightning.inference import HOIDetector
-    from hoiclip_lightning.models import HOICLIPConfig, HOICLIPModule
+    from hoiclip_lightning.models import HOICLIPConfig, HOICLIPModule, WeightSources
 
     path, _ = archive
     net = HOICLIPConfig(backbone="resnet10", hidden_dim=32, nheads=2, dim_feedforward=64, enc_layers=1, dec_layers=1,
                         inter_dec_layers=1, inter_nheads=2, num_queries=2, clip_model="hoiclip-tiny",
-                        clip_pretrained=str(path), prompt_cache=False)
+                        prompt_cache=False)
     assert net.clip_quick_gelu is None
-    module = HOICLIPModule(vocabulary="vcoco", net=net)
+    module = HOICLIPModule(vocabulary="vcoco", net=net, weights=WeightSources(clip_pretrained=str(path)))
     assert module.hparams["net"].clip_quick_gelu is True and module.model.config.clip_quick_gelu is True
     ckpt = tmp_path / "openai.ckpt"
     torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),

@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 TINY = dict(backbone="resnet10", hidden_dim=32, nheads=2, dim_feedforward=64, dropout=0.0, enc_layers=1,
             dec_layers=2, inter_dec_layers=2, inter_nheads=2, num_queries=6, clip_model="hoiclip-tiny",
-            clip_pretrained=None, text_init=False)
+            text_init=False)
 VARIANTS = {
     "paper_layout": {},  # frozen batch norm, quirk Q2 (shared unmasked memory attention)
     "group_norm": dict(backbone_norm="group_norm"),

@@ -7,10 +7,10 @@ The page is hand-written prose around blocks delimited by ``<!-- generated:NAME 
 ``<!-- /generated:NAME -->``; only the blocks are rewritten:
 
 * ``config-files``: every YAML file under ``configs/``, with the first sentence of its header comment;
-* ``HOIDataModule``, ``HOICLIPModule``, ``HOICLIPConfig``, ``LossConfig``, ``PostProcessConfig``,
-  ``OptimizerConfig``: one row per constructor argument or dataclass field, in signature order, with the
-  default from the code and the meaning from the docstring's ``Args:`` / ``Attributes:`` entry (entries
-  that name several arguments, ``a, b: ...``, give one row);
+* ``HOIDataModule``, ``HOICLIPModule``, ``HOICLIPConfig``, ``WeightSources``, ``LossConfig``,
+  ``PostProcessConfig``, ``OptimizerConfig``: one row per constructor argument or dataclass field, in
+  signature order, with the default from the code and the meaning from the docstring's ``Args:`` /
+  ``Attributes:`` entry (entries that name several arguments, ``a, b: ...``, give one row);
 * ``runs``: what each run config sets (seed, trainer keys, logger, callbacks, model and data files and
   their values), read from the YAML files as they are.
 
@@ -117,8 +117,8 @@ def signature_table(cls: type) -> str:
         annotation = str(p.annotation)
         if p.default is inspect.Parameter.empty:
             defaults[p.name] = "required"
-        elif p.default is None and annotation.split(" |")[0] in ("HOICLIPConfig", "LossConfig", "PostProcessConfig",
-                                                                 "OptimizerConfig"):
+        elif p.default is None and annotation.split(" |")[0] in ("HOICLIPConfig", "WeightSources", "LossConfig",
+                                                                 "PostProcessConfig", "OptimizerConfig"):
             defaults[p.name] = annotation.split(" |")[0] + "()"  # None means the dataclass's defaults
         else:
             defaults[p.name] = fmt(p.default)
@@ -219,13 +219,21 @@ def run_block() -> str:
 def blocks() -> dict[str, str]:
     sys.path.insert(0, str(ROOT / "src"))
     from hoiclip_lightning.data import HOIDataModule
-    from hoiclip_lightning.models import HOICLIPConfig, HOICLIPModule, LossConfig, OptimizerConfig, PostProcessConfig
+    from hoiclip_lightning.models import (
+        HOICLIPConfig,
+        HOICLIPModule,
+        LossConfig,
+        OptimizerConfig,
+        PostProcessConfig,
+        WeightSources,
+    )
 
     return {
         "config-files": config_files_block(),
         "HOIDataModule": signature_table(HOIDataModule),
         "HOICLIPModule": signature_table(HOICLIPModule),
         "HOICLIPConfig": dataclass_table(HOICLIPConfig),
+        "WeightSources": dataclass_table(WeightSources),
         "LossConfig": dataclass_table(LossConfig),
         "PostProcessConfig": dataclass_table(PostProcessConfig),
         "OptimizerConfig": dataclass_table(OptimizerConfig),

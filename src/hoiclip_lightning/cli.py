@@ -100,6 +100,21 @@ class HOICLIPCLI(LightningCLI):
             from .sweep import isolate_agent_run
 
             self._agent_run_dir = isolate_agent_run(config)
+        self._no_weight_files_with_a_checkpoint(config)
+
+    def _no_weight_files_with_a_checkpoint(self, config) -> None:
+        """With ``--ckpt_path`` the checkpoint's state dict holds every weight: the model is built without
+        reading (or downloading) the config's ``model.init_args.weights`` files."""
+        model_init = getattr(getattr(config, "model", None), "init_args", None)
+        weights = getattr(model_init, "weights", None) if model_init is not None else None
+        if not config.get("ckpt_path") or weights is None:
+            return
+        values = weights.get("init_args", weights) if hasattr(weights, "get") else weights
+        named = {k: v for k, v in vars(values).items() if v is not None} if hasattr(values, "__dict__") else {}
+        if named:
+            log.info("%s --ckpt_path %s: every weight comes from the checkpoint; not reading %s", self.subcommand,
+                     config.get("ckpt_path"), ", ".join(f"weights.{k}={v}" for k, v in sorted(named.items())))
+        model_init.weights = None
 
     def _given_on_command_line(self, key: str) -> bool:
         flags = (f"--data.init_args.{key}", f"--data.{key}")
@@ -309,7 +324,7 @@ def _verb_embeddings(parser: ArgumentParser, argv: list[str]) -> None:
 
     from .knowledge.verb_embeddings import compute_verb_embeddings
     from .models.clip_encoder import CLIPEncoder
-    from .models.config import HOICLIPConfig
+    from .models.config import HOICLIPConfig, WeightSources
 
     options = set(inspect.signature(compute_verb_embeddings).parameters) - {"datamodule", "clip"}
     # the config groups of `hoiclip fit`, so the same --config files work; trainer is accepted, unused
@@ -318,7 +333,7 @@ def _verb_embeddings(parser: ArgumentParser, argv: list[str]) -> None:
     parser.add_lightning_class_args(HOIDataModule, "data", subclass_mode=True, required=True)
     parser.add_lightning_class_args(HOICLIPModule, "model", subclass_mode=True, required=False)
     parser.add_argument("--seed_everything", type=bool | int, default=True,
-                        help="seed of a random CLIP (clip_pretrained null), drawn as `hoiclip fit` draws it")
+                        help="seed of a random CLIP (weights.clip_pretrained null), drawn as `hoiclip fit` draws it")
     parser.add_argument("--test_after_fit", type=bool, default=False, help="accepted (fit configs have it), unused")
     parser.add_argument("--ckpt_path", type=str | None, default=None, help="accepted (fit configs have it), unused")
     parser.add_argument("--out", type=str, required=True, help="output file (.pt)")
@@ -331,22 +346,18 @@ def _verb_embeddings(parser: ArgumentParser, argv: list[str]) -> None:
     data_cls = _class_of(cfg.data.class_path)
     data_args = cfg.data.init_args.as_dict() if isinstance(cfg.data.init_args, Namespace) else dict(cfg.data.init_args)
     datamodule = data_cls(**data_args)
-    net = HOICLIPConfig()
+    # the CLIP of the model config: architecture from `net`, weights from `weights.clip_pretrained`
     model_args = getattr(getattr(cfg, "model", None), "init_args", None)
-    net_ns = getattr(model_args, "net", None) if model_args is not None else None
-    if net_ns is not None:
-        net_dict = net_ns.as_dict() if isinstance(net_ns, Namespace) else dict(vars(net_ns))
-        net_dict = net_dict.get("init_args", net_dict)
-        net = HOICLIPConfig(**{k: v for k, v in net_dict.items() if k in HOICLIPConfig.__dataclass_fields__})
+    net = _dataclass_from(HOICLIPConfig, getattr(model_args, "net", None))
+    pretrained = _dataclass_from(WeightSources, getattr(model_args, "weights", None)).clip_pretrained
     seed = cfg.seed_everything if type(cfg.seed_everything) is int else None
-    if net.clip_pretrained is None and seed is not None:
+    if pretrained is None and seed is not None:
         # a random CLIP is drawn as `hoiclip fit` draws it (seeded, then CLIP is the model's first part)
         from lightning.pytorch import seed_everything
 
         seed_everything(seed, verbose=False)
-    clip = CLIPEncoder(net.clip_model, net.clip_pretrained, net.clip_precision, frozen=True,
-                       quick_gelu=getattr(net, "clip_quick_gelu", None))
-    clip.seed = seed if net.clip_pretrained is None else None
+    clip = CLIPEncoder(net.clip_model, pretrained, net.clip_precision, frozen=True, quick_gelu=net.clip_quick_gelu)
+    clip.seed = seed if pretrained is None else None
     result = compute_verb_embeddings(datamodule, clip, **{k: cfg[k] for k in options})
     result.save(out)
     meta = result.metadata
@@ -360,7 +371,19 @@ def _verb_embeddings(parser: ArgumentParser, argv: list[str]) -> None:
         f"({1000 * result.seconds / pairs:.1f} s per 1,000 instances); "
         f"{len(meta['verbs_without_instance'])} verb(s) and {len(meta['hois_without_instance'])} HOI class(es) "
         f"without training instance\n"
-        f"  use it with: --model.init_args.net.verb_embeddings {out}")
+        f"  use it with: --model.init_args.weights.verb_embeddings {out}")
+
+
+def _dataclass_from(cls: type, section: Any) -> Any:
+    """``cls`` from a parsed config section (a Namespace, with or without ``init_args``; ``None``: defaults);
+    fields ``cls`` does not have (another model's ``net``) are left out."""
+    from jsonargparse import Namespace
+
+    if section is None:
+        return cls()
+    values = section.as_dict() if isinstance(section, Namespace) else dict(vars(section))
+    values = values.get("init_args", values)
+    return cls(**{k: v for k, v in values.items() if k in cls.__dataclass_fields__})
 
 
 def _class_of(class_path: str) -> type:
@@ -374,7 +397,7 @@ def _clip_pretrain(parser: ArgumentParser, argv: list[str]) -> None:
     result = pretrain_clip(**parser.parse_args(argv).as_dict())
     text = (f"CLIP {result.clip_model} weights written to {result.path}\n"
             f"  {result.steps} steps on {result.num_pairs} pairs in {result.seconds:.0f} s\n"
-            f"  use it with: clip_model: {result.clip_model}, clip_pretrained: {result.path}")
+            f"  use it with: net.clip_model: {result.clip_model}, weights.clip_pretrained: {result.path}")
     if result.zero_shot:
         text += "\n" + format_zero_shot(result.zero_shot, "zero-shot check against the HOI prompts "
                                                           "(accuracy, chance in parentheses)")
@@ -452,11 +475,12 @@ EXTRA_SUBCOMMANDS: dict[str, Subcommand] = {
                                   "compute the verb classifier file by visual semantic arithmetic (docs/knowledge.md)",
                                   _verb_embeddings, frozenset({"datamodule", "clip"})),
     "clip-pretrain": Subcommand("knowledge.clip_pretrain:pretrain_clip",
-                                "contrastive image-caption pretraining of a small CLIP; writes a clip_pretrained file",
+                                "contrastive image-caption pretraining of a small CLIP; writes a "
+                                "weights.clip_pretrained file",
                                 _clip_pretrain),
     "export-detector": Subcommand("models.detr_checkpoint:export_detector",
-                                  "write a trained checkpoint's detector as a detr_checkpoint file (synthetic DETR "
-                                  "analogue)", _export_detector),
+                                  "write a trained checkpoint's detector as a weights.detr_checkpoint file "
+                                  "(synthetic DETR analogue)", _export_detector),
     "sweep": Subcommand("sweep:sweep", "train + test a config over training-data fractions locally (summary table "
                         "and plot)", _sweep, frozenset({"fit_args"})),
     "evaluate": Subcommand("metrics.evaluate:evaluate_to_folder",

@@ -36,7 +36,7 @@ from ..data.collate import collate_hoi
 from ..data.image_folder import eval_sample
 from ..data.transforms import ClipTransform, HOIEvalTransform
 from ..errors import CheckpointError
-from ..models.config import HOICLIPConfig, LossConfig, OptimizerConfig, PostProcessConfig
+from ..models.config import HOICLIPConfig, LossConfig, OptimizerConfig, PostProcessConfig, WeightSources
 from ..models.label_space import checkpoint_vocabulary, same_label_space
 from ..models.module import HOICLIPModule
 from ..vocabulary import HOIVocabulary
@@ -44,6 +44,7 @@ from .results import ImageDetections, to_image_detections
 
 ImageInput = Image.Image | str | Path | Tensor
 _CONFIGS = {"net": HOICLIPConfig, "loss": LossConfig, "postprocess": PostProcessConfig, "optimizer": OptimizerConfig}
+_LEGACY_WEIGHT_SOURCES = frozenset(f.name for f in dataclasses.fields(WeightSources))
 
 
 def load_checkpoint_file(path: str | Path) -> dict[str, Any]:
@@ -136,9 +137,10 @@ class HOIDetector:
         """Load a ``.ckpt`` written by ``hoiclip fit`` or ``hoiclip convert-official``.
 
         No file other than the checkpoint is read: the vocabulary stored in the checkpoint is used, CLIP,
-        DETR and verb-embedding weights come from the state dict (their paths in the saved configuration
-        are ignored), and the evaluation transforms come from the saved datamodule hyper-parameters
-        (defaults 800 / 1333 / the CLIP input size when the checkpoint has none).
+        DETR and verb-embedding weights come from the state dict (the hyper-parameters hold no weight
+        source; in checkpoints written before weight sources left ``net``, their paths are dropped), and
+        the evaluation transforms come from the saved datamodule hyper-parameters (defaults 800 / 1333 /
+        the CLIP input size when the checkpoint has none).
 
         Args:
             path: the checkpoint.
@@ -169,10 +171,12 @@ class HOIDetector:
         # checkpoints written through the CLI hold the dataclass arguments as plain dicts
         for key, config_cls in _CONFIGS.items():
             if isinstance(hp.get(key), dict):
-                hp[key] = config_cls(**hp[key])
+                values = hp[key]
+                if key == "net":  # older checkpoints kept the weight sources in `net`; the state dict has them
+                    values = {k: v for k, v in values.items() if k not in _LEGACY_WEIGHT_SOURCES}
+                hp[key] = config_cls(**values)
         net = hp.get("net") or HOICLIPConfig()
-        # every weight comes from the state dict: do not download CLIP or read DETR / verb files
-        net = dataclasses.replace(net, clip_pretrained=None, detr_checkpoint=None, verb_embeddings=None)
+        # no weight source is given (the hyper-parameters hold none): every weight comes from the state dict
         hp.update(vocabulary=vocab, net=net, per_class_ap_dir=None)
         known = set(HOICLIPModule.__init__.__code__.co_varnames[1 : HOICLIPModule.__init__.__code__.co_argcount])
         module = HOICLIPModule(**{k: v for k, v in hp.items() if k in known})

@@ -15,8 +15,8 @@ every other key (``input_proj``,                same name
 ``logit_scale``, ``obj_logit_scale``,
 ``transformer.{encoder, instance_decoder,
 interaction_decoder}``)
-(not stored: the reference deletes its CLIP      ``clip.model.*``: the CLIP of the model config
-after reading the prompt embeddings)            (``clip_pretrained``, the mimic teacher);
+(not stored: the reference deletes its CLIP      ``clip.model.*``: the CLIP the converter loads
+after reading the prompt embeddings)            (its ``clip_pretrained``, the mimic teacher);
                                                 ``hoi_text_embeds``: the vocabulary's HOI prompts
                                                 through that CLIP's text tower
 ==============================================  ==============================================
@@ -29,7 +29,6 @@ provide (other than the two CLIP-side ones above) or a shape that differs stops 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import re
 from collections import Counter
@@ -40,6 +39,7 @@ import torch
 from torch import Tensor
 
 from ..errors import CheckpointError
+from ..models.config import WeightSources
 from ..models.genvlkt import GENVLKTConfig
 from .official import ConversionReport, _cli_hyper_parameters, _dtype_name, read_official_checkpoint
 
@@ -135,9 +135,9 @@ def convert_genvlkt_state_dict(
             "split, text_classifier_bias)."
         )
     report.mapped = {name: mapped[name] for name, _ in (*GROUPS, ("other", ())) if mapped[name]}
-    cfg = getattr(model, "config", None)
+    clip = getattr(model, "clip", None)
     report.computed.append("clip.model.* and hoi_text_embeds: kept from the model's CLIP "
-                           f"({getattr(cfg, 'clip_model', '?')}, {getattr(cfg, 'clip_pretrained', '?')})")
+                           f"({getattr(clip, 'model_name', '?')}, {getattr(clip, 'pretrained', '?')})")
     return converted, report
 
 
@@ -170,7 +170,7 @@ def infer_genvlkt_config(state: dict[str, Tensor], args: argparse.Namespace | No
     """The architecture of a reference GEN-VLKT checkpoint, from its tensors (and ``args``).
 
     CLIP is not in the checkpoint: the embedding width chooses ViT-B-32 (512; ``args.clip_model`` picks
-    ViT-B-16) or ViT-L-14 (768), with OpenAI weights. ``detr_checkpoint`` is cleared.
+    ViT-B-16) or ViT-L-14 (768); its weights (OpenAI's) are the converter's ``clip_pretrained``.
     """
     q, lin, fc = (state.get(k) for k in ("query_embed_h.weight", "transformer.encoder.layers.0.linear1.weight",
                                           "hoi_class_fc.0.weight"))
@@ -199,7 +199,7 @@ def infer_genvlkt_config(state: dict[str, Tensor], args: argparse.Namespace | No
         nheads=int(getattr(args, "nheads", 8) or 8),
         dim_feedforward=int(lin.shape[0]), dropout=float(getattr(args, "dropout", 0.1) if args else 0.1),
         enc_layers=_count_layers(state, "transformer.encoder.layers."), dec_layers=dec, num_queries=int(q.shape[0]),
-        detr_checkpoint=None, clip_model=clip_model, clip_pretrained="openai",
+        clip_model=clip_model,
         train_text_classifiers=not bool(getattr(args, "fix_clip", False)),
         text_classifier_bias="visual_projection.bias" in state,
     )
@@ -211,6 +211,7 @@ def convert_genvlkt_checkpoint(
     vocabulary: str | None = None,
     zero_shot: str | None = None,
     net: GENVLKTConfig | None = None,
+    clip_pretrained: str | None = "openai",
 ) -> tuple[Any, ConversionReport]:
     """Convert a released GEN-VLKT checkpoint into a ``GENVLKTModule`` and, with ``dst``, a ``.ckpt`` file.
 
@@ -219,8 +220,11 @@ def convert_genvlkt_checkpoint(
         dst: where to write the Lightning checkpoint (``None``: do not write).
         vocabulary: ``hico_det``, ``vcoco`` or a JSON path (default: from ``args`` or the classifier shapes).
         zero_shot: zero-shot split (default: from ``args`` or the classifier shapes).
-        net: architecture (default: :func:`infer_genvlkt_config`); its ``clip_model`` / ``clip_pretrained``
-            give the CLIP the checkpoint does not contain.
+        net: architecture (default: :func:`infer_genvlkt_config`); its ``clip_model`` names the CLIP the
+            checkpoint does not contain.
+        clip_pretrained: that CLIP's weights (``openai``, as the reference used, or a local file such as
+            ``params/ViT-B-32.pt``); the written ``.ckpt`` stores them in its state dict, so loading it reads
+            no other file. ``None``: a random CLIP (tests only).
 
     Returns:
         ``(module, report)``.
@@ -234,8 +238,9 @@ def convert_genvlkt_checkpoint(
     if vocabulary is None or zero_shot is None:
         guessed_vocab, guessed_split = infer_label_space(state, args)
         vocabulary, zero_shot = vocabulary or guessed_vocab, zero_shot or guessed_split
-    cfg = dataclasses.replace(net if net is not None else infer_genvlkt_config(state, args), detr_checkpoint=None)
-    module = GENVLKTModule(vocabulary=str(vocabulary), zero_shot=str(zero_shot), net=cfg)
+    cfg = net if net is not None else infer_genvlkt_config(state, args)
+    module = GENVLKTModule(vocabulary=str(vocabulary), zero_shot=str(zero_shot), net=cfg,
+                           weights=WeightSources(clip_pretrained=clip_pretrained))
     report = load_genvlkt_state_dict(module.model, state, source=str(src))
     if dst is not None:
         dst = Path(dst)

@@ -454,8 +454,7 @@ def reference_verb_columns(state: dict[str, Tensor], vocabulary: HOIVocabulary, 
 def infer_net_config(state: dict[str, Tensor], args: argparse.Namespace | None = None) -> HOICLIPConfig:
     """The architecture of a reference checkpoint, from its tensors (and ``args`` for ``verb_weight``).
 
-    Weights paths are cleared (``clip_pretrained``, ``detr_checkpoint``, ``verb_embeddings`` = ``None``):
-    every weight comes from the checkpoint.
+    Every weight comes from the checkpoint: the module is built with no weight source.
     """
     state = _strip_module_prefix(state)
     q = state.get("query_embed_h.weight")
@@ -486,11 +485,8 @@ def infer_net_config(state: dict[str, Tensor], args: argparse.Namespace | None =
         inter_dec_layers=_count_layers(state, "transformer.clip_interaction_decoder.layers."),
         inter_nheads=heads,
         num_queries=int(q.shape[0]),
-        detr_checkpoint=None,
         clip_model=_clip_architecture(state),
-        clip_pretrained=None,
         clip_quick_gelu=True,
-        verb_embeddings=None,
         verb_weight=float(verb_weight),
     )
 
@@ -607,8 +603,7 @@ def convert_official_checkpoint(
     # the reference's CLIP is OpenAI's (QuickGELU, unless a model config says otherwise), and its verb-to-HOI
     # matrix is the one it was trained with
     quick_gelu = True if cfg.clip_quick_gelu is None else cfg.clip_quick_gelu
-    cfg = dataclasses.replace(cfg, clip_pretrained=None, detr_checkpoint=None, verb_embeddings=None,
-                              clip_quick_gelu=quick_gelu, verb_to_hoi_columns=columns)
+    cfg = dataclasses.replace(cfg, clip_quick_gelu=quick_gelu, verb_to_hoi_columns=columns)
     if columns != "hoi":
         log.info("%s was trained with the reference's object-indexed verb-to-HOI matrix: verb_to_hoi_columns: %s",
                  src, columns)

@@ -1,9 +1,10 @@
 """CLIP knowledge tools: verb representations by visual semantic arithmetic and small-CLIP pretraining.
 
 * :func:`compute_verb_embeddings` (command ``hoiclip verb-embeddings``) writes the verb-classifier file that
-  ``model.init_args.net.verb_embeddings`` points to (format: :mod:`hoiclip_lightning.models.verb_embedding_file`);
+  ``model.init_args.weights.verb_embeddings`` points to (format:
+  :mod:`hoiclip_lightning.models.verb_embedding_file`);
 * :func:`pretrain_clip` (command ``hoiclip clip-pretrain``) trains a small CLIP on image-caption pairs and
-  writes the weights file that ``clip_pretrained`` loads; :func:`zero_shot_check` measures what it learned;
+  writes the weights file that ``weights.clip_pretrained`` loads; :func:`zero_shot_check` measures what it learned;
 * :func:`encode_prompts` (defined in :mod:`hoiclip_lightning.models.prompt_embeddings`, which the models use)
   embeds prompts, optionally with several templates, through an on-disk cache.
 

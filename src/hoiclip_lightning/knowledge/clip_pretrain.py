@@ -4,7 +4,7 @@ A randomly initialised CLIP carries no knowledge (its prompt embeddings are near
 nothing for HOICLIP to transfer. This module trains one of the library's small open_clip architectures
 (``hoiclip-small`` by default, :mod:`~hoiclip_lightning.models.clip_encoder`) on image-caption pairs with
 open_clip's ``ClipLoss``, in a Lightning loop, and writes a CLIP weights file
-(:mod:`~hoiclip_lightning.models.clip_weights`) that ``clip_model`` + ``clip_pretrained: PATH`` load
+(:mod:`~hoiclip_lightning.models.clip_weights`) that ``net.clip_model`` + ``weights.clip_pretrained: PATH`` load
 wherever a CLIP is built.
 
 Training pairs (:class:`CaptionedView`, all resized once to the CLIP input and held in memory as uint8):
@@ -531,7 +531,8 @@ def pretrain_clip(
     """Pretrain a small CLIP contrastively and write its weights file.
 
     Args:
-        out: the CLIP weights file to write (``.pt``); ``clip_pretrained: <out>`` with ``clip_model`` loads it.
+        out: the CLIP weights file to write (``.pt``); ``weights.clip_pretrained: <out>`` with ``net.clip_model``
+            loads it.
         data: training sources: HICO-DET-layout roots (their training split only), ``.jsonl`` files
             (``{"image", "caption"}`` per line) or folders of images with ``.txt`` captions.
         synthetic: images of a synthetic pretraining world (0: none), rendered once into ``synthetic_dir``.

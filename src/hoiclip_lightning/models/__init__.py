@@ -6,12 +6,13 @@ Blocks (each a plain module with typed arguments): :class:`Backbone`, :class:`Po
 GEN-VLKT's decoder over the detector memory), :class:`DenseHead` and :class:`DenseQuerySelection` (the
 optional dense aids), :class:`MLP` box heads, :func:`text_classifier` heads, :class:`CLIPEncoder`,
 :class:`HungarianMatcher`, :class:`SetCriterion` and :class:`HOIPostProcessor`. :class:`HOIModel` composes
-the shared ones; :class:`HOICLIP` and :class:`GENVLKT` add their interaction branch.
+the shared ones; :class:`HOICLIP` and :class:`GENVLKT` add their interaction branch. Pretrained weights
+(CLIP, DETR, verb file) are a separate argument, :class:`WeightSources`, apart from the architecture configs.
 """
 
 from .backbone import Backbone
 from .clip_encoder import CLIPEncoder
-from .config import HOICLIPConfig, LossConfig, OptimizerConfig, PostProcessConfig
+from .config import HOICLIPConfig, LossConfig, OptimizerConfig, PostProcessConfig, WeightSources
 from .criterion import SetCriterion
 from .detr_checkpoint import export_detector, load_detr_checkpoint
 from .enhancement import training_free_enhancement
@@ -57,6 +58,7 @@ __all__ = [
     "PostProcessConfig",
     "SetCriterion",
     "TransformerEncoder",
+    "WeightSources",
     "export_detector",
     "load_detr_checkpoint",
     "text_classifier",

@@ -1,4 +1,4 @@
-"""The CLIP weights file: one ``.pt`` that ``clip_pretrained: PATH`` loads wherever a CLIP is built.
+"""The CLIP weights file: one ``.pt`` that ``weights.clip_pretrained: PATH`` loads wherever a CLIP is built.
 
 ``hoiclip clip-pretrain`` (:mod:`hoiclip_lightning.knowledge.clip_pretrain`) writes it; the CLIP encoder of
 the HOICLIP model, ``hoiclip verb-embeddings`` and the prompt-embedding cache read it through
@@ -161,7 +161,7 @@ def read_clip_weights(pretrained: str | Path | None, clip_model: str) -> CLIPWei
     """Read and check a CLIP weights file for the architecture ``clip_model``.
 
     Args:
-        pretrained: the ``clip_pretrained`` value: a path, or an open_clip tag (``openai``) / ``None``.
+        pretrained: the ``weights.clip_pretrained`` value: a path, or an open_clip tag (``openai``) / ``None``.
         clip_model: the architecture the caller builds.
 
     Returns:

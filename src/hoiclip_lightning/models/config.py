@@ -1,4 +1,4 @@
-"""Typed configuration of the HOICLIP model, its losses and its post-processing.
+"""Typed configuration of the HOICLIP model, its weight sources, its losses and its post-processing.
 
 Defaults are the paper's HICO-DET settings (see ``docs/configuration.md``). Each dataclass is read by
 jsonargparse, so every field is a YAML key, e.g. ``model.init_args.net.num_queries: 64``.
@@ -10,6 +10,37 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Literal
+
+
+@dataclass
+class WeightSources:
+    """Where a model's pretrained weights are read from, apart from its architecture.
+
+    A model reads these files once, when it is built; a checkpoint holds every weight in its state dict,
+    so the LightningModule does not store them in its hyper-parameters and a model rebuilt from a
+    checkpoint reads none of them. ``None`` everywhere (the default) reads nothing: a random CLIP, a
+    randomly initialised detector and text-derived verb rows, so no construction ever downloads or
+    reads a file unless asked. In YAML: ``model.init_args.weights.clip_pretrained: openai``.
+
+    Attributes:
+        clip_pretrained: open_clip pretrained tag (``openai``) or a local weights file (a ``hoiclip
+            clip-pretrain`` file, OpenAI's TorchScript archive such as ``ViT-B-32.pt``, read without running
+            its code, or a state dict) for the architecture's ``clip_model``; ``None``: random.
+        detr_checkpoint: path to the public DETR checkpoint (``detr-r50-e632da11.pth``), its two-branch
+            conversion or a ``hoiclip export-detector`` file; loaded non-strictly after construction.
+            ``None``: random init.
+        verb_embeddings: ``[C_verb, E]`` verb representation file (``hoiclip verb-embeddings`` output or the
+            official ``verb.pth``) for HOICLIP's verb classifier; ``None``: derived from text embeddings
+            (mean of HOI prompt minus object prompt per verb), which needs no image pass.
+
+    Example:
+        >>> WeightSources(clip_pretrained="openai")
+        WeightSources(clip_pretrained='openai', detr_checkpoint=None, verb_embeddings=None)
+    """
+
+    clip_pretrained: str | None = None
+    detr_checkpoint: str | None = None
+    verb_embeddings: str | None = None
 
 
 @dataclass
@@ -31,13 +62,9 @@ class HOICLIPConfig:
         inter_dec_layers: interaction-decoder layers (must equal ``dec_layers`` for auxiliary losses).
         inter_nheads: heads of the interaction decoder (width W of the CLIP model).
         num_queries: human-object pair queries Q.
-        detr_checkpoint: path to the public DETR checkpoint (``detr-r50-e632da11.pth``) or to its
-            two-branch conversion; loaded non-strictly after construction. ``None``: random init.
         clip_model: open_clip model name (``ViT-B-32`` in the paper), or ``hoiclip-tiny`` / ``hoiclip-small``
-            (small models registered by this library, for tests and the quickstart).
-        clip_pretrained: open_clip pretrained tag (``openai``) or a local weights file (a ``hoiclip
-            clip-pretrain`` file, OpenAI's TorchScript archive such as ``ViT-B-32.pt``, read without running
-            its code, or a state dict); ``None``: random.
+            (small models registered by this library, for tests and the quickstart). Its weights are a
+            weight source (:class:`WeightSources`), not part of the architecture.
         clip_quick_gelu: the CLIP's activation. ``None`` decides from the weights: QuickGELU for OpenAI's
             weights (the ``openai`` tag, a TorchScript archive, a state dict with the archive's extra keys),
             the architecture's own otherwise; a plain state dict for an architecture OpenAI released with
@@ -49,10 +76,8 @@ class HOICLIPConfig:
             ablation "w/o CLIP retrieval": only the detector memory is attended.
         text_init: initialise the HOI and object classifiers from CLIP text embeddings (paper); False
             initialises them randomly (ablation).
-        verb_adapter: use the verb adapter and the visual-semantic-arithmetic verb classifier (paper).
-        verb_embeddings: ``[C_verb, E]`` verb representation file (``hoiclip verb-embeddings`` output or the
-            official ``verb.pth``); ``None``: derived from text embeddings (mean of HOI prompt minus
-            object prompt per verb), which needs no image pass.
+        verb_adapter: use the verb adapter and the visual-semantic-arithmetic verb classifier (paper); its
+            initial rows come from ``WeightSources.verb_embeddings`` or from text embeddings.
         verb_weight: weight of the verb term in the HOI logits (0.5 HICO-DET, 0.1 V-COCO).
         verb_to_hoi_columns: *reference quirk, off by default* how the verb logits are spread over the HOI
             columns. ``hoi`` (correct): verb v adds to every HOI class (v, o). ``object``: the reference's
@@ -64,7 +89,7 @@ class HOICLIPConfig:
             with one ``{}`` (filled with the prompt minus its leading "a photo of ") embeds each prompt with
             every template and averages the normalised embeddings (prompt ensembling, beyond the reference).
         prompt_cache: cache prompt embeddings on disk, keyed by CLIP model, weights, templates and prompts
-            (never for a random CLIP, ``clip_pretrained: null``); see ``docs/knowledge.md``.
+            (never for a random CLIP, ``weights.clip_pretrained: null``); see ``docs/knowledge.md``.
         prompt_cache_dir: cache folder; ``None``: ``$HOICLIP_CACHE`` or ``~/.cache/hoiclip_lightning``.
         train_verb_classifier: *quirk* the verb classifier is fine-tuned in the reference; False freezes it.
         frozen_random_bias: *quirk* the text classifiers keep a frozen random bias; False: no bias.
@@ -107,16 +132,13 @@ class HOICLIPConfig:
     inter_dec_layers: int = 3
     inter_nheads: int = 8
     num_queries: int = 64
-    detr_checkpoint: str | None = None
     clip_model: str = "ViT-B-32"
-    clip_pretrained: str | None = "openai"
     clip_quick_gelu: bool | None = None
     clip_precision: Literal["fp32", "fp16", "bf16"] = "fp32"
     freeze_clip: bool = True
     clip_retrieval: bool = True
     text_init: bool = True
     verb_adapter: bool = True
-    verb_embeddings: str | None = None
     verb_weight: float = 0.5
     verb_to_hoi_columns: Literal["hoi", "object"] = "hoi"
     prompt_templates: list[str] | None = None

@@ -41,6 +41,7 @@ from ..errors import ConfigurationError
 from ..vocabulary import HOIVocabulary
 from .backbone import Backbone
 from .clip_encoder import CLIPEncoder
+from .config import WeightSources
 from .gen_transformer import GENTransformer
 from .heads import hoi_logits
 from .hoi_model import EncodedImage, HOIModel
@@ -59,12 +60,9 @@ class GENVLKTConfig:
         enc_layers: encoder layers.
         dec_layers: layers of the instance decoder and of the interaction decoder (3 in GEN-VLKT-S).
         num_queries: pair queries Q.
-        detr_checkpoint: DETR checkpoint (or its two-branch conversion, or ``hoiclip export-detector``
-            output) for the backbone, encoder, instance decoder and box heads; the interaction decoder
-            starts as a copy of the loaded instance decoder (the reference's two-branch conversion).
         clip_quick_gelu: the CLIP's activation (``None``: from the weights), as for HOICLIP.
-        clip_model, clip_pretrained, clip_precision: the CLIP model (frozen; text encoder for the
-            classifiers, image tower as the mimic teacher).
+        clip_model, clip_precision: the CLIP model (frozen; text encoder for the classifiers, image tower as
+            the mimic teacher); its weights are ``WeightSources.clip_pretrained``.
         text_init: initialise the HOI and object classifiers from CLIP prompt embeddings (False: random unit
             rows, ablation).
         prompt_templates, prompt_cache, prompt_cache_dir: prompt embedding, as for HOICLIP.
@@ -88,9 +86,7 @@ class GENVLKTConfig:
     enc_layers: int = 6
     dec_layers: int = 3
     num_queries: int = 64
-    detr_checkpoint: str | None = None
     clip_model: str = "ViT-B-32"
-    clip_pretrained: str | None = "openai"
     clip_quick_gelu: bool | None = None
     clip_precision: Literal["fp32", "fp16", "bf16"] = "fp32"
     text_init: bool = True
@@ -111,9 +107,14 @@ class GENVLKT(HOIModel):
         zero_shot: zero-shot split; training scores the seen classes, evaluation (``all_classes=True``)
             a frozen head over all classes, as in the reference.
         config: architecture; ``None`` gives the reference's HICO-DET defaults.
+        weights: files read once at construction: ``clip_pretrained`` (the CLIP) and ``detr_checkpoint``
+            (DETR checkpoint, its two-branch conversion or ``hoiclip export-detector`` output, for the
+            backbone, encoder, instance decoder and box heads; the interaction decoder starts as a copy of
+            the loaded instance decoder, the reference's two-branch conversion). ``None`` reads nothing;
+            ``verb_embeddings`` is refused (GEN-VLKT has no verb classifier).
 
     Attributes:
-        vocabulary, config, zero_shot: the arguments.
+        vocabulary, config, zero_shot: the arguments (``weights`` is not kept).
         train_hoi_ids: HOI classes of the training head (column order of training ``hoi_logits``).
         clip: the frozen :class:`CLIPEncoder`.
 
@@ -121,8 +122,7 @@ class GENVLKT(HOIModel):
         >>> import torch
         >>> from hoiclip_lightning import HOIVocabulary
         >>> cfg = GENVLKTConfig(backbone="resnet10", hidden_dim=32, nheads=2, dim_feedforward=64, enc_layers=1,
-        ...                     dec_layers=2, num_queries=4, clip_model="hoiclip-tiny", clip_pretrained=None,
-        ...                     prompt_cache=False)
+        ...                     dec_layers=2, num_queries=4, clip_model="hoiclip-tiny", prompt_cache=False)
         >>> model = GENVLKT(HOIVocabulary.builtin("hico_det"), config=cfg).eval()
         >>> out = model(torch.randn(1, 3, 64, 64), torch.zeros(1, 64, 64, dtype=torch.bool), torch.randn(1, 3, 64, 64))
         >>> tuple(out.hoi_logits.shape), tuple(out.mimic_features.shape), tuple(out.mimic_target.shape)
@@ -130,16 +130,24 @@ class GENVLKT(HOIModel):
     """
 
     def __init__(
-        self, vocabulary: HOIVocabulary, zero_shot: str = "default", config: GENVLKTConfig | None = None
+        self,
+        vocabulary: HOIVocabulary,
+        zero_shot: str = "default",
+        config: GENVLKTConfig | None = None,
+        weights: WeightSources | None = None,
     ) -> None:
         super().__init__(vocabulary, zero_shot)
         cfg = config if config is not None else GENVLKTConfig()
+        weights = weights if weights is not None else WeightSources()
         _check_config(cfg)
+        if weights.verb_embeddings:
+            raise ConfigurationError(f"weights.verb_embeddings ({weights.verb_embeddings}): GEN-VLKT has no verb "
+                                     "classifier to initialise; set it to null")
         self.config, self.aux_loss = cfg, cfg.aux_loss
         self.prompt_options = dict(templates=cfg.prompt_templates, cache_dir=cfg.prompt_cache_dir,
                                    use_cache=cfg.prompt_cache)
         self._eval_head_bias = cfg.text_classifier_bias
-        self.clip = CLIPEncoder(cfg.clip_model, cfg.clip_pretrained, cfg.clip_precision, frozen=True,
+        self.clip = CLIPEncoder(cfg.clip_model, weights.clip_pretrained, cfg.clip_precision, frozen=True,
                                 quick_gelu=cfg.clip_quick_gelu)
         d = cfg.hidden_dim
         self._build_detector(
@@ -157,8 +165,8 @@ class GENVLKT(HOIModel):
         self.hoi_class_fc = nn.Sequential(nn.Linear(d, self.clip.embed_dim), nn.LayerNorm(self.clip.embed_dim))
         self._build_hoi_classifier(hoi_text, bias, trainable, eval_bias=bias)
 
-        if cfg.detr_checkpoint:
-            self._load_detector(cfg.detr_checkpoint)
+        if weights.detr_checkpoint:
+            self._load_detector(weights.detr_checkpoint)
 
     def _load_detector(self, path: str) -> None:
         from .detr_checkpoint import load_detr_checkpoint

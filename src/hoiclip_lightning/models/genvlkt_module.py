@@ -11,6 +11,7 @@ classifiers). In YAML:
       class_path: hoiclip_lightning.models.GENVLKTModule
       init_args:
         net: {backbone: resnet50, clip_model: ViT-B-32, num_queries: 64, dec_layers: 3}
+        weights: {clip_pretrained: openai, detr_checkpoint: params/detr-r50-e632da11.pth}
         loss: {mimic_loss_coef: 20.0}
         postprocess: {tfe: false}
 """
@@ -21,7 +22,7 @@ from typing import Literal
 
 import torch
 
-from .config import LossConfig, OptimizerConfig, PostProcessConfig
+from .config import LossConfig, OptimizerConfig, PostProcessConfig, WeightSources
 from .genvlkt import GENVLKT, GENVLKTConfig
 from .module import HOICLIPModule
 
@@ -36,6 +37,8 @@ class GENVLKTModule(HOICLIPModule):
         vocabulary: built-in vocabulary name or vocabulary JSON path (as for :class:`HOICLIPModule`).
         zero_shot: zero-shot split of the vocabulary.
         net: architecture (:class:`GENVLKTConfig`).
+        weights: CLIP weights and DETR checkpoint read when the network is built (:class:`WeightSources`);
+            not a hyper-parameter, as for :class:`HOICLIPModule`.
         loss: matching costs and loss weights, ``mimic_loss_coef`` included (:class:`LossConfig`).
         postprocess: evaluation scoring; ``None`` gives the reference's (no training-free enhancement,
             which GEN-VLKT does not have).
@@ -52,6 +55,7 @@ class GENVLKTModule(HOICLIPModule):
         vocabulary: str = "hico_det",
         zero_shot: str = "default",
         net: GENVLKTConfig | None = None,
+        weights: WeightSources | None = None,
         loss: LossConfig | None = None,
         postprocess: PostProcessConfig | None = None,
         optimizer: OptimizerConfig | None = None,
@@ -64,6 +68,7 @@ class GENVLKTModule(HOICLIPModule):
             vocabulary=vocabulary,
             zero_shot=zero_shot,
             net=net or GENVLKTConfig(),
+            weights=weights,
             loss=loss,
             postprocess=postprocess or PostProcessConfig(tfe=False),
             optimizer=optimizer,
@@ -73,6 +78,6 @@ class GENVLKTModule(HOICLIPModule):
             skip_non_finite_steps=skip_non_finite_steps,
         )
 
-    def build_model(self) -> GENVLKT:
-        """A :class:`GENVLKT` for the module's vocabulary, zero-shot split and ``net`` config."""
-        return GENVLKT(self.vocabulary, zero_shot=self.zero_shot, config=self.net_config)
+    def build_model(self, weights: WeightSources | None = None) -> GENVLKT:
+        """A :class:`GENVLKT` for the module's vocabulary, zero-shot split, ``net`` config and weight files."""
+        return GENVLKT(self.vocabulary, zero_shot=self.zero_shot, config=self.net_config, weights=weights)

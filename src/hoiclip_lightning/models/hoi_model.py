@@ -350,7 +350,7 @@ class HOIModel(nn.Module):
             >>> from hoiclip_lightning.models import HOICLIP, HOICLIPConfig
             >>> cfg = HOICLIPConfig(backbone="resnet10", hidden_dim=32, nheads=2, dim_feedforward=64, enc_layers=1,
             ...                     dec_layers=1, inter_dec_layers=1, inter_nheads=2, num_queries=2,
-            ...                     clip_model="hoiclip-tiny", clip_pretrained=None, prompt_cache=False)
+            ...                     clip_model="hoiclip-tiny", prompt_cache=False)
             >>> model = HOICLIP(HOIVocabulary.builtin("hico_det"), config=cfg)
             >>> model.set_vocabulary(HOIVocabulary.builtin("vcoco"))  # or HOIVocabulary.from_json("my_vocab.json")
             >>> tuple(model.visual_projection.weight.shape), tuple(model.verb_projection.weight.shape)

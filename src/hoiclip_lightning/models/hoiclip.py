@@ -31,7 +31,7 @@ from ..errors import ConfigurationError
 from ..vocabulary import HOIVocabulary
 from .backbone import Backbone
 from .clip_encoder import CLIPEncoder
-from .config import HOICLIPConfig
+from .config import HOICLIPConfig, WeightSources
 from .heads import MLP, hoi_logits, verb_embeddings_from_text
 from .hoi_model import EncodedImage, HOIModel
 from .label_space import VOCABULARY_KEYS, remap_vocabulary_rows, vocabulary_row_ids
@@ -52,9 +52,11 @@ class HOICLIP(HOIModel):
             training head scores only the seen classes and evaluation (``all_classes=True``) uses a frozen,
             bias-free head over all classes, as the reference does.
         config: architecture; ``None`` gives the paper's defaults.
+        weights: files read once at construction (CLIP weights, DETR checkpoint, verb representation);
+            ``None`` reads nothing (random CLIP and detector, text-derived verb rows).
 
     Attributes:
-        vocabulary, config, zero_shot: the arguments.
+        vocabulary, config, zero_shot: the arguments (``weights`` is not kept).
         train_hoi_ids: HOI classes of the training head (column order of training ``hoi_logits``).
         clip: the :class:`CLIPEncoder` (its ``mean``/``std``/``image_size`` define the data's CLIP view).
 
@@ -63,7 +65,7 @@ class HOICLIP(HOIModel):
         >>> from hoiclip_lightning import HOIVocabulary
         >>> cfg = HOICLIPConfig(backbone="resnet10", hidden_dim=32, nheads=2, dim_feedforward=64, enc_layers=1,
         ...                     dec_layers=2, inter_dec_layers=2, inter_nheads=2, num_queries=4,
-        ...                     clip_model="hoiclip-tiny", clip_pretrained=None, prompt_cache=False)
+        ...                     clip_model="hoiclip-tiny", prompt_cache=False)
         >>> model = HOICLIP(HOIVocabulary.builtin("hico_det"), config=cfg).eval()
         >>> out = model(torch.randn(1, 3, 64, 64), torch.zeros(1, 64, 64, dtype=torch.bool), torch.randn(1, 3, 64, 64))
         >>> tuple(out.hoi_logits.shape), tuple(out.obj_logits.shape), tuple(out.sub_boxes.shape)
@@ -71,16 +73,21 @@ class HOICLIP(HOIModel):
     """
 
     def __init__(
-        self, vocabulary: HOIVocabulary, zero_shot: str = "default", config: HOICLIPConfig | None = None
+        self,
+        vocabulary: HOIVocabulary,
+        zero_shot: str = "default",
+        config: HOICLIPConfig | None = None,
+        weights: WeightSources | None = None,
     ) -> None:
         super().__init__(vocabulary, zero_shot)
         cfg = config if config is not None else HOICLIPConfig()
+        weights = weights if weights is not None else WeightSources()
         _check_config(cfg)
         self.config = cfg
         self.position_in_memory, self.aux_loss = cfg.position_in_memory, cfg.aux_loss
         self.prompt_options = dict(templates=cfg.prompt_templates, cache_dir=cfg.prompt_cache_dir,
                                    use_cache=cfg.prompt_cache)
-        self.clip = CLIPEncoder(cfg.clip_model, cfg.clip_pretrained, cfg.clip_precision, frozen=cfg.freeze_clip,
+        self.clip = CLIPEncoder(cfg.clip_model, weights.clip_pretrained, cfg.clip_precision, frozen=cfg.freeze_clip,
                                 quick_gelu=cfg.clip_quick_gelu)
         if self.clip.width % cfg.inter_nheads:
             raise ConfigurationError(
@@ -115,14 +122,18 @@ class HOICLIP(HOIModel):
             self.inter2verb = MLP(embed, embed // 2, embed, 3)
             self.verb_projection = nn.Linear(embed, vocabulary.num_verbs, bias=False)
             with torch.no_grad():
-                self.verb_projection.weight.copy_(self._initial_verb_embeddings(hoi_text, obj_text))
+                self.verb_projection.weight.copy_(self._initial_verb_embeddings(hoi_text, obj_text, weights))
             self.verb_projection.requires_grad_(cfg.train_verb_classifier)
             self._register_verb_to_hoi(vocabulary)
 
-        if cfg.detr_checkpoint:
+        elif weights.verb_embeddings:
+            raise ConfigurationError(f"weights.verb_embeddings ({weights.verb_embeddings}) initialises the verb "
+                                     "classifier, but net.verb_adapter is false: remove one of them")
+
+        if weights.detr_checkpoint:
             from .detr_checkpoint import load_detr_checkpoint
 
-            load_detr_checkpoint(self, cfg.detr_checkpoint)
+            load_detr_checkpoint(self, weights.detr_checkpoint)
 
     def _register_verb_to_hoi(self, vocabulary: HOIVocabulary) -> None:
         """Buffers ``verb2hoi_proj`` ``[C_verb, C_hoi_train]`` and ``verb2hoi_proj_eval`` ``[C_verb, C_hoi_all]``."""
@@ -133,12 +144,13 @@ class HOICLIP(HOIModel):
         self.register_buffer("verb2hoi_proj_eval", vocabulary.verb_to_hoi_matrix(columns=columns).to(device),
                              persistent=False)
 
-    def _initial_verb_embeddings(self, hoi_text: Tensor, obj_text: Tensor) -> Tensor:
+    def _initial_verb_embeddings(self, hoi_text: Tensor, obj_text: Tensor, weights: WeightSources) -> Tensor:
         cfg, vocab = self.config, self.vocabulary
-        if cfg.verb_embeddings:
-            log.info("verb classifier initialised from %s", cfg.verb_embeddings)
-            return load_verb_embeddings(cfg.verb_embeddings, vocab.num_verbs, self.clip.embed_dim, vocabulary=vocab,
-                                        clip_model=cfg.clip_model, clip_pretrained=cfg.clip_pretrained,
+        if weights.verb_embeddings:
+            log.info("verb classifier initialised from %s", weights.verb_embeddings)
+            return load_verb_embeddings(weights.verb_embeddings, vocab.num_verbs, self.clip.embed_dim,
+                                        vocabulary=vocab, clip_model=cfg.clip_model,
+                                        clip_pretrained=weights.clip_pretrained,
                                         zero_shot=self.zero_shot,
                                         clip_image_fingerprint=self.clip.image_fingerprint())
         if not cfg.text_init:

@@ -8,11 +8,14 @@ enhancement and the metrics. Everything is configured by typed arguments (read b
     model:
       class_path: hoiclip_lightning.models.HOICLIPModule
       init_args:
-        net: {backbone: resnet50, clip_model: ViT-B-32, clip_pretrained: openai, num_queries: 64}
+        net: {backbone: resnet50, clip_model: ViT-B-32, num_queries: 64}
+        weights: {clip_pretrained: openai, detr_checkpoint: params/detr-r50-e632da11.pth}
         optimizer: {lr: 1.0e-4, lr_backbone: 1.0e-5, lr_drop_epochs: [60]}
 
 ``vocabulary`` and ``zero_shot`` are linked from the datamodule by the CLI; from Python pass them
-explicitly (they must match the datamodule's, which is checked at ``setup``).
+explicitly (they must match the datamodule's, which is checked at ``setup``). ``weights`` (the files the
+network reads when it is built) is not saved in the hyper-parameters: every weight is in the checkpoint's
+state dict, so ``load_from_checkpoint`` rebuilds the architecture and reads no file.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ from ..errors import CheckpointError, ConfigurationError, NonFiniteLossError
 from ..metrics.report import write_per_class_ap
 from ..structures import HOIBatch, HOIPrediction
 from ..vocabulary import HOIVocabulary
-from .config import HOICLIPConfig, LossConfig, OptimizerConfig, PostProcessConfig
+from .config import HOICLIPConfig, LossConfig, OptimizerConfig, PostProcessConfig, WeightSources
 from .guard import (
     all_finite,
     batch_tensors,
@@ -59,6 +62,9 @@ class HOICLIPModule(L.LightningModule):
         zero_shot: zero-shot split name of the vocabulary (``default`` = fully supervised; ``hoiclip`` sets it
             from the data section).
         net: architecture (:class:`HOICLIPConfig`).
+        weights: pretrained weights read when the network is built (:class:`WeightSources`: CLIP, DETR
+            checkpoint, verb file); ``None`` reads nothing. Not a hyper-parameter: a checkpoint rebuilds the
+            network without them and takes every weight from its state dict.
         loss: matching costs and loss weights (:class:`LossConfig`).
         postprocess: evaluation scoring, NMS and training-free enhancement (:class:`PostProcessConfig`).
         optimizer: AdamW groups and step schedule (:class:`OptimizerConfig`).
@@ -86,6 +92,7 @@ class HOICLIPModule(L.LightningModule):
         vocabulary: str = "hico_det",
         zero_shot: str = "default",
         net: HOICLIPConfig | None = None,
+        weights: WeightSources | None = None,
         loss: LossConfig | None = None,
         postprocess: PostProcessConfig | None = None,
         optimizer: OptimizerConfig | None = None,
@@ -99,7 +106,7 @@ class HOICLIPModule(L.LightningModule):
         self.loss_config = loss or LossConfig()
         self.postprocess_config = postprocess or PostProcessConfig()
         self.optimizer_config = optimizer or OptimizerConfig()
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["weights"])
         self.vocabulary = HOIVocabulary.resolve(vocabulary)
         self.zero_shot = zero_shot
         self.metric_protocol = metric_protocol
@@ -112,7 +119,7 @@ class HOICLIPModule(L.LightningModule):
         self._window_files: list[str] = []  # images of the batches accumulated since the last optimizer step
         self._window_skipped = False  # a batch of the current accumulation window was skipped
 
-        self.model = self.build_model()
+        self.model = self.build_model(weights)
         self._record_resolved_architecture()
         self._build_label_space_parts()
         self.hoi_train_counts: torch.Tensor | None = None
@@ -121,7 +128,8 @@ class HOICLIPModule(L.LightningModule):
         """Store in ``net`` (and the saved hyper-parameters) what the weights decided: the CLIP activation.
 
         ``clip_quick_gelu: null`` lets the weights choose (QuickGELU for OpenAI's); a checkpoint is later
-        rebuilt without reading those weights (the state dict holds them), so the choice must travel with it.
+        rebuilt without reading those weights (``weights`` is not a hyper-parameter; the state dict holds
+        them), so the choice must travel with it.
         """
         resolved = getattr(getattr(self.model, "clip", None), "quick_gelu", None)
         if getattr(self.net_config, "clip_quick_gelu", False) is None and resolved is not None:
@@ -129,12 +137,12 @@ class HOICLIPModule(L.LightningModule):
             self.model.config = self.net_config
             self.hparams["net"] = self.net_config
 
-    def build_model(self) -> torch.nn.Module:
-        """The network, from ``self.vocabulary``, ``self.zero_shot`` and ``self.net_config`` (a subclass such as
-        :class:`~hoiclip_lightning.models.GENVLKTModule` builds another one)."""
+    def build_model(self, weights: WeightSources | None = None) -> torch.nn.Module:
+        """The network, from ``self.vocabulary``, ``self.zero_shot``, ``self.net_config`` and the files of
+        ``weights`` (a subclass such as :class:`~hoiclip_lightning.models.GENVLKTModule` builds another one)."""
         from .hoiclip import HOICLIP
 
-        return HOICLIP(self.vocabulary, zero_shot=self.zero_shot, config=self.net_config)
+        return HOICLIP(self.vocabulary, zero_shot=self.zero_shot, config=self.net_config, weights=weights)
 
     def _build_label_space_parts(self) -> None:
         """Criterion, post-processor and metrics for the current vocabulary and zero-shot split."""

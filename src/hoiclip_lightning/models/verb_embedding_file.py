@@ -1,4 +1,4 @@
-"""The verb-representation file: what ``hoiclip verb-embeddings`` writes and ``net.verb_embeddings`` reads.
+"""The verb-representation file: what ``hoiclip verb-embeddings`` writes and ``weights.verb_embeddings`` reads.
 
 One module holds the format (its name and version), the writer (:func:`write_verb_embeddings`), the reader
 (:func:`load_verb_embeddings`) and the check of the stored metadata against a model
