@@ -142,15 +142,14 @@ def test_tiny_benchmark_writes_its_table_and_plot(bench, tmp_path, monkeypatch):
 
 
 def test_sweep_grid_options_are_checked_before_any_run(tmp_path, capsys):
-    from hoiclip_lightning.sweep import main
+    from hoiclip_lightning.cli import main
 
     config = str(ROOT / "tests/conf/hico_tiny.yaml")
     for argv, message in (
-        (["--variant", "a", "", "--variant", "a", "--x 1"], "every name must be different"),
-        (["--variant", "a/b", ""], "folder names"),
-        (["--seeds", "1", "1"], "repeated seed"),
+        (["--variants", '{"a/b": ""}'], "folder names"),
+        (["--seeds", "[1, 1]"], "repeated seed"),
     ):
         with pytest.raises(SystemExit) as info:
-            main(["--config", config, "--fractions", "0.5", "--out", str(tmp_path / "o"), *argv])
+            main(["sweep", "--config", config, "--fractions", "[0.5]", "--out", str(tmp_path / "o"), *argv])
         assert info.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "o").exists()

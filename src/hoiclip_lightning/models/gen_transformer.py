@@ -108,8 +108,11 @@ class GENTransformer(nn.Module):
         """The interaction decoder over the memory, layer l guided by the mean of instance layer l's pairs.
 
         Args:
-            h_hs, o_hs: ``[n, B, Q, D]`` human and object slots of every instance-decoder layer.
-            memory: ``[B, S, D]``; ``mask`` ``[B, S]``; ``pos`` ``[B, S, D]``.
+            h_hs: ``[n, B, Q, D]`` human slots of every instance-decoder layer.
+            o_hs: ``[n, B, Q, D]`` object slots of every instance-decoder layer.
+            memory: ``[B, S, D]`` encoder memory.
+            mask: ``[B, S]`` bool padding mask (or None).
+            pos: ``[B, S, D]`` positional encoding of the memory.
 
         Returns:
             ``[n, B, Q, D]`` interaction features.

@@ -56,7 +56,10 @@ class TransformerEncoder(nn.Module):
     """Stack of :class:`EncoderLayer` without a final norm (post-norm DETR).
 
     Args:
-        d_model, nheads, dim_feedforward, dropout: see :class:`EncoderLayer`.
+        d_model: width D.
+        nheads: attention heads.
+        dim_feedforward: FFN hidden width.
+        dropout: dropout rate (see :class:`EncoderLayer`).
         num_layers: number of layers (6 in DETR / HOICLIP).
     """
 
@@ -117,7 +120,10 @@ class InstanceDecoder(nn.Module):
     """Stack of :class:`InstanceDecoderLayer` returning every layer's output through a shared final norm.
 
     Args:
-        d_model, nheads, dim_feedforward, dropout: see :class:`InstanceDecoderLayer`.
+        d_model: width D.
+        nheads: attention heads.
+        dim_feedforward: FFN hidden width.
+        dropout: dropout rate (see :class:`InstanceDecoderLayer`).
         num_layers: number of layers (3 in HOICLIP).
     """
 
@@ -214,8 +220,10 @@ class HOITransformer(nn.Module):
         """The CLIP interaction decoder, started from the mean of each pair's last-layer slots.
 
         Args:
-            h_last, o_last: ``[B, Q, D]`` human and object slots of the last instance-decoder layer.
-            memory: ``[B, S, D]`` encoder memory; ``mask`` ``[B, S]`` bool padding mask.
+            h_last: ``[B, Q, D]`` human slots of the last instance-decoder layer.
+            o_last: ``[B, Q, D]`` object slots of the last instance-decoder layer.
+            memory: ``[B, S, D]`` encoder memory.
+            mask: ``[B, S]`` bool padding mask.
             clip_tokens: ``[B, L, W]`` CLIP spatial tokens (None when CLIP retrieval is off).
 
         Returns:
