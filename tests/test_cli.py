@@ -107,6 +107,31 @@ def test_quickstart_checkpoints_in_one_folder_with_a_periodic_last():
         assert "runs/quickstart/checkpoints/last.ckpt" in (ROOT / page).read_text(), page
 
 
+def test_run_checkpoint_writes_last_at_every_validation_even_without_a_new_best(tmp_path):
+    """Lightning 2.6 writes last.ckpt at validation end only when a top-k checkpoint was saved at that step;
+    RunCheckpoint(monitor=..., save_last=True) writes it at every validation, so the final state of a run
+    whose last epochs did not improve the monitored metric is kept (the configs' comments promise it)."""
+    import lightning as L
+    import torch
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    from hoiclip_lightning.callbacks import RunCheckpoint
+
+    class Worse(BoringModel):
+        def validation_step(self, batch, batch_idx):
+            self.log("score", -float(self.current_epoch))  # best at epoch 0, worse afterwards
+            return super().validation_step(batch, batch_idx)
+
+    best = RunCheckpoint(monitor="score", mode="max", save_last=True, filename="best")
+    trainer = L.Trainer(default_root_dir=tmp_path, max_epochs=3, limit_train_batches=2, limit_val_batches=1,
+                        logger=False, enable_progress_bar=False, enable_model_summary=False, callbacks=[best])
+    trainer.fit(Worse())
+    last = torch.load(tmp_path / "checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == 6 and last["epoch"] == 2  # the final state, not epoch 0's
+    assert torch.load(tmp_path / "checkpoints/best.ckpt", map_location="cpu", weights_only=False)["global_step"] == 2
+    assert sorted(p.name for p in (tmp_path / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+
+
 def test_vocabulary_and_zero_shot_are_linked_from_data(tmp_path, monkeypatch):
     monkeypatch.chdir(ROOT)
     from hoiclip_lightning.cli import HOICLIPCLI

@@ -348,3 +348,42 @@ def test_writer_writes_each_image_once_when_a_stand_in_repeats_it(tiny_ckpt, ima
           f"--trainer.callbacks.output_dir={out}"])
     recs = [json.loads(x) for x in (out / "predictions.jsonl").read_text().splitlines()]
     assert [Path(r["file"]).name for r in recs] == ["a.jpg", "c.jpeg"]
+
+
+def test_predict_away_from_the_training_data_uses_the_checkpoint_vocabulary(image_folder, tmp_path, monkeypatch):
+    """A checkpoint trained on a world with its own vocabulary.json, predicted with configs/predict.yaml where
+    that file is not found (`vocabulary: null`, no <root>/vocabulary.json): the triplets are named with the
+    checkpoint's vocabulary and equal HOIDetector's, not re-labelled with the format's built-in HICO-DET
+    classes."""
+    from hoiclip_lightning.cli import HOICLIPCLI, main
+    from hoiclip_lightning.data import generate_synthetic_dataset
+    from hoiclip_lightning.models import HOICLIPModule
+
+    world = tmp_path / "world"
+    generate_synthetic_dataset(world, seed=3, num_train=4, num_test=2, num_val=0, image_size=64, max_people=1)
+    cli = HOICLIPCLI(HOICLIPModule, HOIDataModule, subclass_mode_model=True, subclass_mode_data=True, run=False,
+                     args=["--config", str(TINY_CONF), "--data.init_args.root", str(world),
+                           "--data.init_args.vocabulary", "null", "--trainer.max_steps", "1",
+                           "--trainer.limit_val_batches", "0", "--trainer.default_root_dir", str(tmp_path / "run")])
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    assert cli.model.vocabulary.name == "synthetic"
+    ckpt = tmp_path / "synthetic.ckpt"
+    cli.trainer.save_checkpoint(ckpt)
+
+    elsewhere = tmp_path / "elsewhere"  # configs/predict.yaml's data root (data/quickstart) is not here
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    main(["predict", "--config", str(ROOT / "configs/predict.yaml"), "--trainer.accelerator", "cpu",
+          "--data.init_args.num_workers", "0", "--data.init_args.predict_images", str(image_folder),
+          "--ckpt_path", str(ckpt)])
+    recs = [json.loads(x) for x in (elsewhere / "predictions/predictions.jsonl").read_text().splitlines()]
+    vocab = HOIVocabulary.from_json(world / "vocabulary.json")
+    assert len(recs) == 3 and all(r["triplets"] for r in recs)
+    for rec in recs:
+        for t in rec["triplets"]:
+            assert t["hoi"]["index"] < vocab.num_hois and t["object"]["name"] == vocab.objects[t["object"]["index"]]
+    expected = HOIDetector.from_checkpoint(ckpt, device="cpu").predict([Path(r["file"]) for r in recs])
+    for rec, det in zip(recs, expected, strict=True):
+        ours = det.to_dict()["triplets"]
+        assert [t["hoi"] for t in rec["triplets"]] == [t["hoi"] for t in ours]
+        assert np.allclose([t["score"] for t in rec["triplets"]], [t["score"] for t in ours], atol=2e-4)

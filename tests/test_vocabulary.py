@@ -109,6 +109,8 @@ TINY = dict(
     ("object_prompts", ["a person", "a pet", "a pet", "nothing"], r"object_prompts has the duplicate 'a pet' at "
                                                                   r"positions 1 and 2"),
     ("verb_ids", [1, "2"], r"verb_ids\[1\] = '2', expected an integer"),
+    ("hois", [[0, 1], [0, 2], [0, 2]], r"hois has the duplicate \(verb, object\) pair \(0, 2\) \('pet' 'dog'\) at "
+                                       r"positions 1 and 2"),
 ])
 def test_vocabulary_duplicates_rejected_naming_file_and_field(tmp_path, field, value, message):
     path = tmp_path / "vocabulary.json"

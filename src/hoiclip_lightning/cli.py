@@ -92,10 +92,12 @@ class HOICLIPCLI(LightningCLI):
         config = self.config.get(self.subcommand) if self.subcommand else self.config
         data = getattr(config, "data", None)
         init = getattr(data, "init_args", None)
+        builtin_fallback = False
         if init is not None and getattr(init, "vocabulary", "unset") is None:
+            builtin_fallback = not (Path(init.root) / "vocabulary.json").is_file()
             init.vocabulary = resolve_vocabulary_source(None, init.root, init.dataset_format)
         if self.subcommand == "predict" and init is not None:
-            self._eval_transforms_from_checkpoint(config.get("ckpt_path"), init)
+            self._eval_transforms_from_checkpoint(config.get("ckpt_path"), init, builtin_fallback)
         if self.subcommand == "fit":  # a W&B sweep agent's run: its own folder, resumed when W&B requeues it
             from .sweep import isolate_agent_run
 
@@ -121,14 +123,27 @@ class HOICLIPCLI(LightningCLI):
         return any(arg == flag or arg.startswith(flag + "=") for arg in getattr(self, "_command_line", [])
                    for flag in flags)
 
-    def _eval_transforms_from_checkpoint(self, ckpt_path, init) -> None:
-        """``predict``: the checkpoint's test_scale / test_max_size / clip_image_size replace the config's."""
+    def _eval_transforms_from_checkpoint(self, ckpt_path, init, builtin_fallback: bool = False) -> None:
+        """``predict``: the checkpoint's test_scale / test_max_size / clip_image_size replace the config's.
 
+        With ``builtin_fallback`` (the config's ``vocabulary: null`` found no ``<root>/vocabulary.json``, as
+        when predicting away from the training data) the checkpoint's stored vocabulary is kept for
+        :meth:`before_predict`, so that the triplets are named as the checkpoint was trained (as
+        ``HOIDetector.from_checkpoint`` does) rather than with the format's built-in classes.
+        """
+
+        self._checkpoint_vocabulary = None
         if not ckpt_path or not Path(ckpt_path).is_file():
             return
         from .inference.predictor import checkpoint_eval_transforms, load_checkpoint_file
+        from .vocabulary import HOIVocabulary
 
-        saved = checkpoint_eval_transforms(load_checkpoint_file(ckpt_path))
+        ckpt = load_checkpoint_file(ckpt_path)
+        stored = ckpt.get("hoiclip_vocabulary")
+        if builtin_fallback and stored is not None:
+            vocab = HOIVocabulary.from_dict(dict(stored), source=f"{ckpt_path} (stored vocabulary)")
+            self._checkpoint_vocabulary = (vocab, f"{Path(init.root) / 'vocabulary.json'}", str(ckpt_path))
+        saved = checkpoint_eval_transforms(ckpt)
         changed = []
         for key, value in saved.items():
             if self._given_on_command_line(key) or getattr(init, key, None) == value:
@@ -204,6 +219,24 @@ class HOICLIPCLI(LightningCLI):
 
     def before_predict(self) -> None:
         self._require_last_checkpoint()
+        self._adopt_checkpoint_vocabulary()
+
+    def _adopt_checkpoint_vocabulary(self) -> None:
+        """``predict`` without a vocabulary file: name the triplets with the checkpoint's stored vocabulary."""
+        found = getattr(self, "_checkpoint_vocabulary", None)
+        if found is None or not isinstance(self.model, HOICLIPModule):
+            return
+        vocab, missing, ckpt_path = found
+        current = self.model.vocabulary
+        if (current.hois, current.objects, current.verbs) == (vocab.hois, vocab.objects, vocab.verbs):
+            return
+        log.info("predict: vocabulary null and no %s: using the vocabulary stored in %s (%r, %d HOI classes) "
+                 "instead of the built-in %r; --data.init_args.vocabulary chooses another",
+                 missing, ckpt_path, vocab.name, vocab.num_hois, current.name)
+        if isinstance(self.datamodule, HOIDataModule):
+            self.datamodule.use_vocabulary(vocab)
+        zero_shot = self.model.zero_shot  # the data's split, linked into the model
+        self.model.set_vocabulary(vocab, zero_shot if zero_shot in vocab.zero_shot_unseen else "default")
 
     def after_fit(self) -> None:
         from .callbacks import ValidationCurve

@@ -266,8 +266,15 @@ class HOIVocabulary:
         if len(self.object_prompts) != len(self.objects) + 1:
             fail(f"object_prompts must have num_objects + 1 = {len(self.objects) + 1} entries (last = nothing), "
                  f"got {len(self.object_prompts)}")
-        if len(set(self.hois)) != len(self.hois):
-            fail("hois contains a duplicate (verb, object) pair")
+        first_pair: dict[tuple[int, int], int] = {}
+        for i, pair in enumerate(self.hois):
+            if pair in first_pair:
+                v, o = pair
+                verb = repr(self.verbs[v]) if 0 <= v < len(self.verbs) else "?"
+                obj = repr(self.objects[o]) if 0 <= o < len(self.objects) else "?"
+                fail(f"hois has the duplicate (verb, object) pair ({v}, {o}) ({verb} {obj}) at positions "
+                     f"{first_pair[pair]} and {i}; each pair must be unique")
+            first_pair[pair] = i
         # a repeated name, id or prompt makes two classes indistinguishable (a duplicated category id maps
         # every box of that id to the later class; a repeated prompt gives two classes one text embedding)
         for name, values, names in (

@@ -26,7 +26,9 @@ class RunCheckpoint(ModelCheckpoint):
     the checkpoint of the run it should continue. With a fixed folder it does. All arguments are those
     of :class:`~lightning.pytorch.callbacks.ModelCheckpoint`; the configs use two instances: one keeps
     the best ``val/mAP_full`` epoch (and ``last.ckpt`` at each validation), one writes ``last.ckpt``
-    every ``every_n_train_steps`` steps so that a killed run loses at most that many steps.
+    every ``every_n_train_steps`` steps so that a killed run loses at most that many steps. With
+    ``save_last`` and epoch-triggered saving, ``last.ckpt`` is written at every validation, also when the
+    monitored metric did not improve (Lightning 2.6 alone writes it only with a new top-k checkpoint).
     """
 
     def _fix_dir(self, trainer: L.Trainer) -> None:
@@ -41,6 +43,23 @@ class RunCheckpoint(ModelCheckpoint):
         # called by `--ckpt_path last` before `setup`
         self._fix_dir(trainer)
         return super()._find_last_checkpoints(trainer)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        self._save_last_when_not_saved(trainer, at_train_epoch_end=True)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        self._save_last_when_not_saved(trainer, at_train_epoch_end=False)
+
+    def _save_last_when_not_saved(self, trainer: L.Trainer, at_train_epoch_end: bool) -> None:
+        # Lightning >= 2.6 writes last.ckpt at an epoch-triggered save only when a top-k checkpoint was saved
+        # at that step; here it is written at every one, so the final state of a run whose last validations
+        # did not improve the monitored metric is not lost (a no-op where Lightning already wrote it)
+        if (self.save_last and self._every_n_epochs >= 1 and (trainer.current_epoch + 1) % self._every_n_epochs == 0
+                and self._should_save_on_train_epoch_end(trainer) == at_train_epoch_end
+                and not self._should_skip_saving_checkpoint(trainer)):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 class NonFiniteLossCheckpoint(Callback):

@@ -284,6 +284,18 @@ class HOIDataModule(L.LightningDataModule):
             self._vocab = HOIVocabulary.resolve(spec)
         return self._vocab
 
+    def use_vocabulary(self, vocabulary: HOIVocabulary) -> None:
+        """Take ``vocabulary`` as the label space instead of resolving :attr:`vocabulary_source`.
+
+        For ``hoiclip predict`` away from the training data: when ``vocabulary: null`` finds no
+        ``<root>/vocabulary.json``, the command names the triplets with the checkpoint's stored vocabulary
+        and gives it to the datamodule too. Call it before :meth:`setup` (the annotations of the train and
+        test splits are validated against the label space there).
+        """
+        if self._train_set is not None or getattr(self, "test_dataset", None) is not None:
+            raise ConfigurationError("use_vocabulary must be called before setup")
+        self._vocab = vocabulary
+
     @property
     def vocabulary_source(self) -> str:
         """What the vocabulary was resolved from: a built-in name or a JSON path (linked into the model)."""
