@@ -156,6 +156,14 @@ class Backbone(nn.Module):
     Attributes:
         num_channels: channels C of the C5 map (512 for resnet18/34, 2048 for resnet50/101).
         stride: input pixels per feature cell (32).
+
+    Example:
+        >>> import torch
+        >>> backbone = Backbone("resnet10")
+        >>> mask = torch.zeros(1, 64, 96, dtype=torch.bool)
+        >>> features, small_mask = backbone(torch.randn(1, 3, 64, 96), mask)
+        >>> tuple(features.shape), tuple(small_mask.shape), backbone.stride
+        ((1, 512, 2, 3), (1, 2, 3), 32)
     """
 
     stride = 32

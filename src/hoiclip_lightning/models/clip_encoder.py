@@ -171,6 +171,13 @@ class CLIPEncoder(nn.Module):
         image_size: S, square input size of the image tower.
         num_tokens: L, visual tokens including CLS.
         mean, std: per-channel normalisation the CLIP view of the data pipeline must use.
+
+    Example:
+        >>> import torch
+        >>> clip = CLIPEncoder("hoiclip-tiny", pretrained=None)  # a random tiny CLIP (tests, ablations)
+        >>> embeds, tokens = clip.encode_image(torch.randn(2, 3, clip.image_size, clip.image_size))
+        >>> tuple(embeds.shape) == (2, clip.embed_dim), tokens.shape[-1] == clip.width
+        (True, True)
     """
 
     def __init__(

@@ -28,6 +28,11 @@ class MLP(nn.Module):
         hidden_dim: width of every hidden layer.
         output_dim: output width.
         num_layers: number of linear layers.
+
+    Example:
+        >>> import torch
+        >>> MLP(input_dim=8, hidden_dim=16, output_dim=4, num_layers=3)(torch.randn(2, 5, 8)).shape
+        torch.Size([2, 5, 4])
     """
 
     def __init__(self, input_dim: int, hidden_dim: int, output_dim: int, num_layers: int) -> None:
@@ -54,6 +59,12 @@ def text_classifier(weight: Tensor, bias: bool, trainable: bool) -> nn.Linear:
 
     Returns:
         ``nn.Linear(E, C)``.
+
+    Example:
+        >>> import torch
+        >>> head = text_classifier(torch.randn(5, 8), bias=True, trainable=False)  # 5 class prompts, E = 8
+        >>> head.weight.norm(dim=-1).allclose(torch.ones(5)), head.weight.requires_grad
+        (True, False)
     """
     num_classes, dim = weight.shape
     layer = nn.Linear(dim, num_classes, bias=bias)

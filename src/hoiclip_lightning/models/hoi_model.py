@@ -113,6 +113,11 @@ class HOIModel(nn.Module):
         train_hoi_ids: HOI classes of the training head (column order of training ``hoi_logits``).
         position_in_memory: add the positional encoding to the encoder input values too.
         aux_loss: return the outputs of every decoder layer.
+
+    Example (the two subclasses of this library; see :class:`~.hoiclip.HOICLIP` for a forward pass):
+        >>> from hoiclip_lightning.models import GENVLKT, HOICLIP
+        >>> [c.__name__ for c in (HOICLIP, GENVLKT) if issubclass(c, HOIModel)]
+        ['HOICLIP', 'GENVLKT']
     """
 
     position_in_memory: bool = False

@@ -106,6 +106,14 @@ class CLIPInteractionDecoder(nn.Module):
         clip_retrieval: attend the CLIP spatial tokens.
         shared_fusion_attention: *quirk*, see :class:`FusionDecoderLayer`.
         mask_shared_memory: see :class:`FusionDecoderLayer`.
+
+    Example:
+        >>> import torch
+        >>> dec = CLIPInteractionDecoder(width=24, nheads=2, dim_feedforward=32, dropout=0.0, num_layers=2,
+        ...                              visual_proj=torch.randn(24, 12))
+        >>> queries, tokens, memory = torch.randn(1, 4, 24), torch.randn(1, 5, 24), torch.randn(1, 6, 24)
+        >>> dec(queries, tokens, memory, None).shape  # every layer, projected into CLIP's joint space
+        torch.Size([2, 1, 4, 12])
     """
 
     def __init__(

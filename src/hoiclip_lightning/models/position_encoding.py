@@ -22,6 +22,11 @@ class PositionEmbeddingSine(nn.Module):
         temperature: frequency base (10000).
         normalize: normalise coordinates by the valid extent and multiply by ``scale``.
         scale: the scale (2π).
+
+    Example:
+        >>> import torch
+        >>> PositionEmbeddingSine(num_pos_feats=8)(torch.zeros(1, 2, 3, dtype=torch.bool)).shape
+        torch.Size([1, 16, 2, 3])
     """
 
     def __init__(

@@ -61,6 +61,12 @@ class TransformerEncoder(nn.Module):
         dim_feedforward: FFN hidden width.
         dropout: dropout rate (see :class:`EncoderLayer`).
         num_layers: number of layers (6 in DETR / HOICLIP).
+
+    Example:
+        >>> import torch
+        >>> enc = TransformerEncoder(d_model=16, nheads=2, dim_feedforward=32, dropout=0.0, num_layers=2)
+        >>> enc(torch.randn(1, 6, 16), torch.randn(1, 6, 16), torch.zeros(1, 6, dtype=torch.bool)).shape
+        torch.Size([1, 6, 16])
     """
 
     def __init__(self, d_model: int, nheads: int, dim_feedforward: int, dropout: float, num_layers: int) -> None:
@@ -125,6 +131,13 @@ class InstanceDecoder(nn.Module):
         dim_feedforward: FFN hidden width.
         dropout: dropout rate (see :class:`InstanceDecoderLayer`).
         num_layers: number of layers (3 in HOICLIP).
+
+    Example:
+        >>> import torch
+        >>> dec = InstanceDecoder(d_model=16, nheads=2, dim_feedforward=32, dropout=0.0, num_layers=3)
+        >>> memory, pos, query_pos = torch.randn(1, 6, 16), torch.randn(1, 6, 16), torch.randn(1, 8, 16)
+        >>> dec(torch.zeros(1, 8, 16), memory, None, pos, query_pos).shape  # every layer, 8 slots
+        torch.Size([3, 1, 8, 16])
     """
 
     def __init__(self, d_model: int, nheads: int, dim_feedforward: int, dropout: float, num_layers: int) -> None:
@@ -170,6 +183,14 @@ class HOITransformer(nn.Module):
         clip_retrieval: attend the CLIP spatial tokens in the interaction decoder.
         shared_fusion_attention: *quirk* reuse the CLIP cross-attention for the memory, without mask.
         mask_shared_memory: give that shared attention the padding mask (padding invariance).
+
+    Example:
+        >>> import torch
+        >>> t = HOITransformer(d_model=16, nheads=2, dim_feedforward=32, dropout=0.0, enc_layers=1, dec_layers=2,
+        ...                    inter_dec_layers=2, inter_nheads=2, clip_width=24, clip_visual_proj=torch.randn(24, 12))
+        >>> h, o, memory = torch.randn(1, 4, 16), torch.randn(1, 4, 16), torch.randn(1, 6, 16)
+        >>> t.decode_interactions(h, o, memory, None, clip_tokens=torch.randn(1, 5, 24)).shape
+        torch.Size([2, 1, 4, 12])
     """
 
     def __init__(
