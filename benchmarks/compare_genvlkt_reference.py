@@ -35,8 +35,13 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _machine import describe_machine  # noqa: E402
-from compare_reference_model import SIZES, randomise, register_open_clip_config  # noqa: E402
+from compare_reference_model import (  # noqa: E402
+    SIZES,
+    padded_batch,
+    print_differences,
+    randomise,
+    register_open_clip_config,
+)
 
 
 def import_reference(ref_dir: Path, clip_name: str, seed: int):
@@ -124,17 +129,7 @@ def main() -> None:
     report = load_genvlkt_state_dict(ours, reference.state_dict(), source=f"reference GEN-VLKT ({args.size})")
     print(report.summary())
 
-    # the same padded batch: image 0 fills the canvas, image 1 is smaller (bottom/right padding)
-    gen = torch.Generator().manual_seed(args.seed + 1)
-    side = 64 if args.size == "tiny" else 320
-    images = torch.randn(args.batch, 3, side, side + side // 2, generator=gen)
-    mask = torch.zeros(args.batch, side, side + side // 2, dtype=torch.bool)
-    if args.batch > 1:
-        mask[1, side * 3 // 4:, :] = True
-        mask[1, :, side:] = True
-        images[1][:, mask[1]] = 0.0
-    res = size["clip"]["image_resolution"]
-    clip_images = torch.randn(args.batch, 3, res, res, generator=gen)
+    images, mask, clip_images = padded_batch(args.size, size, args.batch, args.seed)
 
     with torch.no_grad():
         theirs = reference(ref.misc.NestedTensor(images, mask), is_training=False)
@@ -157,12 +152,8 @@ def main() -> None:
         pairs[f"aux{i}.hoi_logits"] = (aux.hoi_logits, their_aux["pred_hoi_logits"])
         pairs[f"aux{i}.obj_boxes"] = (aux.obj_boxes, their_aux["pred_obj_boxes"])
         pairs[f"aux{i}.mimic_features"] = (aux.mimic_features, their_aux["inter_memory"])
-    print(f"\nsize={args.size} zero_shot={args.zero_shot} batch={args.batch} images {tuple(images.shape)} "
-          f"(image 1 padded); {describe_machine()}")
-    print(f"{'output':<22} {'shape':<18} {'max |ours - ref|':>17} {'max |ref|':>10}")
-    for name, (a, b) in pairs.items():
-        diff = (a.float() - b.float()).abs().max().item()
-        print(f"{name:<22} {str(tuple(a.shape)):<18} {diff:>17.3e} {b.float().abs().max().item():>10.3g}")
+    print_differences(f"size={args.size} zero_shot={args.zero_shot} batch={args.batch} images "
+                      f"{tuple(images.shape)} (image 1 padded)", pairs)
     print(f"total time {time.perf_counter() - start:.1f} s")
 
 

@@ -35,6 +35,7 @@ import types
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _machine import describe_machine  # noqa: E402
@@ -140,6 +141,31 @@ def randomise(model: torch.nn.Module, seed: int) -> None:
                 tensor.copy_(torch.randn(tensor.shape, generator=gen) / fan_in ** 0.5)
 
 
+def padded_batch(size_name: str, size: dict, batch: int, seed: int) -> tuple[Tensor, Tensor, Tensor]:
+    """The compared batch: ``images`` ``[B, 3, H, W]`` (image 1 smaller, zero padding at bottom/right),
+    ``mask`` ``[B, H, W]`` (True on padding) and ``clip_images`` ``[B, 3, S, S]``, from ``seed + 1``."""
+    gen = torch.Generator().manual_seed(seed + 1)
+    side = 64 if size_name == "tiny" else 320
+    images = torch.randn(batch, 3, side, side + side // 2, generator=gen)
+    mask = torch.zeros(batch, side, side + side // 2, dtype=torch.bool)
+    if batch > 1:
+        mask[1, side * 3 // 4:, :] = True
+        mask[1, :, side:] = True
+        images[1][:, mask[1]] = 0.0
+    res = size["clip"]["image_resolution"]
+    return images, mask, torch.randn(batch, 3, res, res, generator=gen)
+
+
+def print_differences(title: str, pairs: dict[str, tuple[Tensor, Tensor]]) -> None:
+    """Print, per output, its shape, the largest ``|ours - reference|`` and the largest ``|reference|``."""
+    width = max(18, max(map(len, pairs)) + 2)
+    print(f"\n{title}; {describe_machine()}")
+    print(f"{'output':<{width}} {'shape':<18} {'max |ours - ref|':>17} {'max |ref|':>10}")
+    for name, (a, b) in pairs.items():
+        diff = (a.float() - b.float()).abs().max().item()
+        print(f"{name:<{width}} {str(tuple(a.shape)):<18} {diff:>17.3e} {b.float().abs().max().item():>10.3g}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ref-dir", required=True, type=Path, help="external copy of the reference repository")
@@ -185,17 +211,7 @@ def main() -> None:
     report = load_official_state_dict(ours, reference.state_dict(), source=f"reference model ({args.size})")
     print(report.summary())
 
-    # the same padded batch: image 0 fills the canvas, image 1 is smaller (bottom/right padding)
-    gen = torch.Generator().manual_seed(args.seed + 1)
-    side = 64 if args.size == "tiny" else 320
-    images = torch.randn(args.batch, 3, side, side + side // 2, generator=gen)
-    mask = torch.zeros(args.batch, side, side + side // 2, dtype=torch.bool)
-    if args.batch > 1:
-        mask[1, side * 3 // 4:, :] = True
-        mask[1, :, side:] = True
-        images[1][:, mask[1]] = 0.0
-    res = size["clip"]["image_resolution"]
-    clip_images = torch.randn(args.batch, 3, res, res, generator=gen)
+    images, mask, clip_images = padded_batch(args.size, size, args.batch, args.seed)
 
     with torch.no_grad():
         theirs = reference(ref.misc.NestedTensor(images, mask), is_training=False, clip_input=clip_images)
@@ -211,12 +227,7 @@ def main() -> None:
     for i, aux in enumerate(mine.aux or []):
         pairs[f"aux{i}.hoi_logits"] = (aux.hoi_logits, theirs["aux_outputs"][i]["pred_hoi_logits"])
         pairs[f"aux{i}.sub_boxes"] = (aux.sub_boxes, theirs["aux_outputs"][i]["pred_sub_boxes"])
-    print(f"\nsize={args.size} batch={args.batch} images {tuple(images.shape)} (image 1 padded); "
-          f"{describe_machine()}")
-    print(f"{'output':<18} {'shape':<18} {'max |ours - ref|':>17} {'max |ref|':>10}")
-    for name, (a, b) in pairs.items():
-        diff = (a.float() - b.float()).abs().max().item()
-        print(f"{name:<18} {str(tuple(a.shape)):<18} {diff:>17.3e} {b.abs().max().item():>10.3g}")
+    print_differences(f"size={args.size} batch={args.batch} images {tuple(images.shape)} (image 1 padded)", pairs)
 
 
 if __name__ == "__main__":

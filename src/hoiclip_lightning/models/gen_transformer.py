@@ -15,14 +15,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .transformer import InstanceDecoder, InstanceDecoderLayer, TransformerEncoder
+from .transformer import InstanceDecoder, TransformerEncoder
 
 
-class GuidedInteractionDecoder(nn.Module):
+class GuidedInteractionDecoder(InstanceDecoder):
     """Post-norm DETR decoder whose query positions change per layer (GEN-VLKT's interaction decoder).
 
-    Each layer is an :class:`InstanceDecoderLayer` (self-attention, cross-attention to the memory with its
-    positions and padding mask, FFN); every layer's output passes through one shared final LayerNorm.
+    An :class:`InstanceDecoder` (same layers, same shared final LayerNorm, same parameter names) called
+    with one query position per layer: ``query_pos`` ``[n, B, Q, D]``, layer l's being the mean of human
+    slot i and object slot i of instance-decoder layer l. ``tgt`` is zeros in GEN-VLKT.
 
     Args:
         d_model: width D.
@@ -39,34 +40,6 @@ class GuidedInteractionDecoder(nn.Module):
         >>> dec(torch.zeros(1, 3, 16), memory, None, pos, guides).shape
         torch.Size([2, 1, 3, 16])
     """
-
-    def __init__(self, d_model: int, nheads: int, dim_feedforward: int, dropout: float, num_layers: int) -> None:
-        super().__init__()
-        self.layers = nn.ModuleList(
-            [InstanceDecoderLayer(d_model, nheads, dim_feedforward, dropout) for _ in range(num_layers)]
-        )
-        self.norm = nn.LayerNorm(d_model)
-
-    def forward(
-        self, tgt: Tensor, memory: Tensor, memory_key_padding_mask: Tensor | None, pos: Tensor, query_pos: Tensor
-    ) -> Tensor:
-        """Decode.
-
-        Args:
-            tgt: ``[B, Q, D]`` initial content (zeros in GEN-VLKT).
-            memory: ``[B, S, D]``; ``pos`` its positional encoding, same shape.
-            memory_key_padding_mask: ``[B, S]`` bool, True on padding.
-            query_pos: ``[n, B, Q, D]`` one query position per layer (or ``[B, Q, D]`` for all layers).
-
-        Returns:
-            ``[n, B, Q, D]`` every layer's output after the final norm.
-        """
-        outputs = []
-        for i, layer in enumerate(self.layers):
-            layer_pos = query_pos[i] if query_pos.dim() == 4 else query_pos
-            tgt = layer(tgt, memory, memory_key_padding_mask, pos, layer_pos)
-            outputs.append(self.norm(tgt))
-        return torch.stack(outputs)
 
 
 class GENTransformer(nn.Module):

@@ -372,9 +372,9 @@ class HOIModel(nn.Module):
         trainable_text = self.visual_projection.weight.requires_grad
         self.vocabulary, self.zero_shot, self.train_hoi_ids = vocabulary, zero_shot, train_ids
         self.hoi_text_embeds = merged["hoi_text_embeds"].to(device)
-        self.obj_visual_projection = _linear(merged, "obj_visual_projection", trainable_text, device)
-        self.visual_projection = _linear(merged, "visual_projection", trainable_text, device)
-        self.eval_visual_projection = (_linear(merged, "eval_visual_projection", False, device)
+        self.obj_visual_projection = linear_from_state(merged, "obj_visual_projection", trainable_text, device)
+        self.visual_projection = linear_from_state(merged, "visual_projection", trainable_text, device)
+        self.eval_visual_projection = (linear_from_state(merged, "eval_visual_projection", False, device)
                                        if self.is_zero_shot else None)
         if self.dense_class_embed is not None:
             dense = DenseHead(self.dense_class_embed.in_features, vocabulary.num_objects, vocabulary.num_verbs)
@@ -437,7 +437,7 @@ def _copy_into(layer: nn.Linear, merged: dict[str, Tensor], name: str, trainable
     return layer.requires_grad_(trainable).to(device)
 
 
-def _linear(merged: dict[str, Tensor], name: str, trainable: bool, device: torch.device) -> nn.Linear:
+def linear_from_state(merged: dict[str, Tensor], name: str, trainable: bool, device: torch.device) -> nn.Linear:
     """A linear layer holding ``merged[name.weight]`` (and its bias when present)."""
     weight = merged[f"{name}.weight"]
     layer = nn.Linear(weight.shape[1], weight.shape[0], bias=f"{name}.bias" in merged)

@@ -33,7 +33,7 @@ from .backbone import Backbone
 from .clip_encoder import CLIPEncoder
 from .config import HOICLIPConfig, WeightSources
 from .heads import MLP, hoi_logits, verb_embeddings_from_text
-from .hoi_model import EncodedImage, HOIModel
+from .hoi_model import EncodedImage, HOIModel, linear_from_state
 from .label_space import VOCABULARY_KEYS, remap_vocabulary_rows, vocabulary_row_ids
 from .transformer import HOITransformer
 from .verb_embedding_file import load_verb_embeddings
@@ -185,10 +185,8 @@ class HOICLIP(HOIModel):
     def _set_method_vocabulary(self, vocabulary: HOIVocabulary, merged: dict[str, Tensor],
                                device: torch.device) -> None:
         if self.verb_projection is not None:
-            layer = nn.Linear(self.verb_projection.in_features, vocabulary.num_verbs, bias=False)
-            with torch.no_grad():
-                layer.weight.copy_(merged["verb_projection.weight"])
-            self.verb_projection = layer.requires_grad_(self.config.train_verb_classifier).to(device)
+            self.verb_projection = linear_from_state(merged, "verb_projection", self.config.train_verb_classifier,
+                                                     device)
             self._register_verb_to_hoi(vocabulary)
 
     def _method_vocabulary_tensors(self, vocabulary: HOIVocabulary, hoi_text: Tensor,

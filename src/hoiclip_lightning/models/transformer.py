@@ -150,10 +150,15 @@ class InstanceDecoder(nn.Module):
     def forward(
         self, tgt: Tensor, memory: Tensor, memory_key_padding_mask: Tensor | None, pos: Tensor, query_pos: Tensor
     ) -> Tensor:
-        """``tgt``/``query_pos`` ``[B, T, D]``, ``memory``/``pos`` ``[B, S, D]`` -> ``[n_layers, B, T, D]``."""
+        """``tgt`` ``[B, T, D]``, ``memory``/``pos`` ``[B, S, D]`` -> ``[n_layers, B, T, D]``.
+
+        ``query_pos`` is ``[B, T, D]`` for every layer, or ``[n_layers, B, T, D]``: one per layer (GEN-VLKT's
+        guided embeddings, :class:`~.gen_transformer.GuidedInteractionDecoder`).
+        """
         outputs = []
-        for layer in self.layers:
-            tgt = layer(tgt, memory, memory_key_padding_mask, pos, query_pos)
+        for i, layer in enumerate(self.layers):
+            layer_pos = query_pos[i] if query_pos.dim() == 4 else query_pos
+            tgt = layer(tgt, memory, memory_key_padding_mask, pos, layer_pos)
             outputs.append(self.norm(tgt))
         return torch.stack(outputs)
 
